@@ -1,0 +1,111 @@
+"""Invertible 1x1 convolutions (Glow), plain and LU-parameterised."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from visionflows.errors import InputError
+from visionflows.flows.base import Bijector, logdet_dtype
+
+__all__ = ["InvertibleConv1x1", "LUInvertibleConv1x1", "random_rotation"]
+
+
+def random_rotation(channels: int, generator: torch.Generator | None = None) -> Tensor:
+    """A random orthogonal ``[C, C]`` matrix (Q of the QR decomposition of a Gaussian matrix), float64."""
+    a = torch.randn(channels, channels, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    return q * torch.sign(torch.diagonal(r))[None, :]
+
+
+class _Conv1x1Base(Bijector):
+    channels: int
+
+    def weight(self) -> Tensor:  # [C, C]: z[:, o] = sum_i W[o, i] x[:, i]
+        raise NotImplementedError
+
+    def log_abs_det(self) -> Tensor:
+        raise NotImplementedError
+
+    def _check(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise InputError(f"1x1 conv expects [B, {self.channels}, H, W], got shape {tuple(x.shape)}.")
+
+    def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        self._check(x)
+        w = self.weight().to(x.dtype)
+        z = F.conv2d(x, w[:, :, None, None])
+        ld = (self.log_abs_det().to(logdet_dtype(x)) * (x.shape[2] * x.shape[3])).expand(x.shape[0])
+        return z, ld
+
+    def inverse(self, z: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        self._check(z)
+        w = self.weight()
+        w_inv = torch.linalg.inv(w.to(torch.float64)).to(z.dtype)
+        x = F.conv2d(z, w_inv[:, :, None, None])
+        ld = -(self.log_abs_det().to(logdet_dtype(z)) * (z.shape[2] * z.shape[3])).expand(z.shape[0])
+        return x, ld
+
+
+class InvertibleConv1x1(_Conv1x1Base):
+    """``z = W x`` per pixel with a full ``[C, C]`` weight, initialised to a random rotation.
+
+    ``log|det| = H·W·log|det W|`` computed with ``slogdet`` in float64.
+    """
+
+    def __init__(self, channels: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.channels = channels
+        self.matrix = nn.Parameter(random_rotation(channels, generator).float())
+
+    def weight(self) -> Tensor:
+        return self.matrix
+
+    def log_abs_det(self) -> Tensor:
+        return torch.linalg.slogdet(self.matrix.to(torch.float64))[1].to(self.matrix.dtype)
+
+
+class LUInvertibleConv1x1(_Conv1x1Base):
+    """LU-parameterised 1x1 conv: ``A = P · L · (U + diag(sign · exp(log_s)))`` (Glow / Noise Flow).
+
+    ``P`` (permutation) and ``sign`` are buffers; ``L`` is unit lower-triangular, ``U`` strictly upper.
+    ``log|det| = H·W·Σ log_s``. With ``row_vector=True`` the map is ``z = x A`` for a row vector ``x``
+    (TensorFlow's convention, used by the official Noise Flow), i.e. the conv weight is ``Aᵀ``; otherwise
+    the weight is ``A``.
+    """
+
+    def __init__(self, channels: int, generator: torch.Generator | None = None, row_vector: bool = False) -> None:
+        super().__init__()
+        import scipy.linalg
+
+        self.channels = channels
+        self.row_vector = bool(row_vector)
+        w = random_rotation(channels, generator).numpy()
+        p, lower, upper = scipy.linalg.lu(w)
+        s = upper.diagonal().copy()
+        self.register_buffer("permutation", torch.from_numpy(p).float())
+        self.register_buffer("sign_s", torch.from_numpy(s).sign().float())
+        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1))
+        self.lower = nn.Parameter(torch.from_numpy(lower).float() * self.lower_mask)
+        self.upper = nn.Parameter(torch.from_numpy(upper).float().triu(1))
+        self.log_s = nn.Parameter(torch.from_numpy(abs(s)).log().float())
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, row_vector={self.row_vector}"
+
+    def matrix(self) -> Tensor:
+        """``A = P L (U + diag(sign·exp(log_s)))`` as ``[C, C]``."""
+        eye = torch.eye(self.channels, device=self.lower.device, dtype=self.lower.dtype)
+        lower = self.lower * self.lower_mask + eye
+        upper = self.upper.triu(1) + torch.diag(self.sign_s * torch.exp(self.log_s))
+        return self.permutation @ lower @ upper
+
+    def weight(self) -> Tensor:
+        a = self.matrix()
+        return a.t() if self.row_vector else a
+
+    def log_abs_det(self) -> Tensor:
+        return self.log_s.sum()

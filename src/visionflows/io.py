@@ -1,0 +1,222 @@
+"""Versioned, self-describing model files and atomic writes.
+
+A model file is a ``.safetensors`` file whose metadata holds ``format`` (``"visionflows"``),
+``format_version``, the model ``kind`` and its JSON ``config``; :func:`load_model` rebuilds the model from the
+registered builder of that kind and loads the weights (no pickle). Every write goes to a temporary file in the
+destination folder and is renamed into place, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from visionflows.errors import CheckpointError, OutputError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "register_model_kind",
+    "model_kinds",
+    "save_model",
+    "load_model",
+    "read_model_file",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_dir",
+    "clean_state_dict",
+]
+
+FORMAT = "visionflows"
+FORMAT_VERSION = 1
+_BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {}
+# modules that register model kinds when imported (load_model imports them lazily)
+KIND_MODULES = ("visionflows.noise", "visionflows.wavelet", "visionflows.denoise", "visionflows.flows.glow")
+
+
+def register_model_kind(kind: str) -> Callable[[Callable[[dict[str, Any]], nn.Module]], Callable]:
+    """Decorator registering ``builder(config) -> model`` for model files of ``kind``."""
+
+    def deco(fn: Callable[[dict[str, Any]], nn.Module]) -> Callable[[dict[str, Any]], nn.Module]:
+        _BUILDERS[kind] = fn
+        return fn
+
+    return deco
+
+
+def model_kinds() -> list[str]:
+    _import_kind_modules()
+    return sorted(_BUILDERS)
+
+
+def _import_kind_modules() -> None:
+    import importlib
+
+    for mod in KIND_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            if err.name != mod:
+                raise
+
+
+def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip DDP ``module.`` and ``torch.compile`` ``_orig_mod.`` prefixes; make tensors contiguous CPU copies."""
+    out = {}
+    for k, v in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix) :]
+        k = k.replace("._orig_mod.", ".").replace(".module.", ".") if "_orig_mod" in k else k
+        out[k] = v.detach().cpu().contiguous()
+    return out
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file next to ``path``; on success fsync and rename it over ``path``."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as err:
+        raise OutputError(
+            f"cannot write {path}: {err.strerror or err}.", "choose a writable output location."
+        ) from err
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_write(path, "w") as fh:
+        fh.write(text)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a directory under a temporary name and rename it to ``path`` when the block succeeds."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}.", "choose a writable location.") from err
+    try:
+        yield tmp
+        if path.exists():
+            import shutil
+
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, extra: dict[str, str] | None = None) -> Path:
+    """Write ``model`` (which must have ``kind`` and ``model_config()``) to a ``.safetensors`` file atomically."""
+    from safetensors.torch import save
+
+    kind = getattr(model, "kind", None)
+    if kind is None or not hasattr(model, "model_config"):
+        raise TypeError(f"{type(model).__name__} needs a `kind` attribute and a `model_config()` method")
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "kind": kind,
+        "config": json.dumps(model.model_config()),
+    }
+    meta.update(extra or {})
+    state = clean_state_dict(model.state_dict())
+    # safetensors refuses shared storage; clone aliases
+    seen: dict[int, str] = {}
+    for k, v in list(state.items()):
+        ptr = v.data_ptr()
+        if ptr in seen and v.numel() > 0:
+            state[k] = v.clone()
+        seen[ptr] = k
+    atomic_write_bytes(path, save(state, metadata=meta))
+    return Path(path)
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Read a model file: ``(metadata, state_dict)``. Raises :class:`CheckpointError` when unreadable."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    if path.is_dir():
+        path = _resolve_dir(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file {path} does not exist.", "check the path (a .safetensors file or run dir).")
+    try:
+        data = path.read_bytes()
+        state = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
+    except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(
+            f"{path} is not a readable visionflows model file ({err}).",
+            "the file is corrupt or truncated: re-export it or use an earlier checkpoint.",
+        ) from err
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a visionflows model file (no visionflows metadata).")
+    version = int(meta.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format_version {version}; this visionflows reads up to {FORMAT_VERSION}.",
+            "upgrade visionflows.",
+        )
+    return meta, state
+
+
+def _resolve_dir(path: Path) -> Path:
+    """A run dir or checkpoint dir → its newest ``model.safetensors``."""
+    if (path / "model.safetensors").is_file():
+        return path / "model.safetensors"
+    ckpts = sorted((path / "checkpoints").glob("step-*/model.safetensors")) if (path / "checkpoints").is_dir() else []
+    if ckpts:
+        return ckpts[-1]
+    raise CheckpointError(f"no model.safetensors found in {path}.", "point to a model file or a run directory.")
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild and load a model saved with :func:`save_model` (or a run / checkpoint directory)."""
+    meta, state = read_model_file(path)
+    _import_kind_modules()
+    kind = meta.get("kind", "")
+    if kind not in _BUILDERS:
+        raise CheckpointError(f"{path} holds a model of unknown kind {kind!r}; known: {sorted(_BUILDERS)}.")
+    model = _BUILDERS[kind](json.loads(meta["config"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path} does not match a {kind} model: {err}".splitlines()[0]) from err
+    model.to(map_location)
+    model.eval()
+    model.file_metadata = meta
+    return model
