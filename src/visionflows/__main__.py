@@ -1,0 +1,5 @@
+import sys
+
+from visionflows.cli.main import main
+
+sys.exit(main())
