@@ -1,0 +1,173 @@
+"""The typed conditioning of every noise model: clean patch, ISO and camera per sample.
+
+:class:`NoiseContext` is validated once, at the entry point (:meth:`NoiseContext.create`); layers trust it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from visionflows.errors import InputError
+from visionflows.noise.nlf import CAMERAS, ISOS, camera_index
+
+__all__ = ["NoiseContext", "as_iso_tensor", "as_camera_tensor"]
+
+
+def _batch_tensor(value: Any, batch: int, name: str, device: torch.device) -> Tensor:
+    if isinstance(value, Tensor):
+        t = value.detach().to(device)
+    elif isinstance(value, (list, tuple)):
+        t = torch.as_tensor(list(value), device=device)
+    else:
+        t = torch.as_tensor(value, device=device)
+    if t.dim() == 0:
+        t = t.expand(batch)
+    if t.dim() != 1 or t.shape[0] != batch:
+        raise InputError(
+            f"{name} must be a scalar or a 1-D sequence of length {batch} (the batch), got shape {tuple(t.shape)}.",
+            f"pass one {name} for the batch or one per sample.",
+        )
+    return t
+
+
+def as_iso_tensor(iso: Any, batch: int, device: torch.device | str = "cpu") -> Tensor:
+    """ISO value(s) → LongTensor ``[B]`` of ISO values (e.g. 800). InputError for non-integer or non-positive."""
+    device = torch.device(device)
+    if isinstance(iso, str):
+        try:
+            iso = int(iso)
+        except ValueError:
+            raise InputError(f"ISO {iso!r} is not an integer.", f"use one of {', '.join(map(str, ISOS))}.") from None
+    t = _batch_tensor(iso, batch, "iso", device)
+    if t.is_floating_point():
+        if not torch.isfinite(t).all() or not torch.equal(t, t.round()):
+            bad = t[~(torch.isfinite(t) & (t == t.round()))][0].item()
+            raise InputError(f"ISO {bad} is not an integer.", f"use one of {', '.join(map(str, ISOS))}.")
+    t = t.long()
+    if (t <= 0).any():
+        raise InputError(f"ISO {int(t[t <= 0][0])} is not positive.", f"use one of {', '.join(map(str, ISOS))}.")
+    return t
+
+
+def as_camera_tensor(camera: Any, batch: int, device: torch.device | str = "cpu") -> Tensor:
+    """Camera code(s) (``'S6'``) or index(es) → LongTensor ``[B]`` of indices (IP=0, GP=1, S6=2, N6=3, G4=4)."""
+    device = torch.device(device)
+    if isinstance(camera, str):
+        return torch.full((batch,), camera_index(camera), dtype=torch.long, device=device)
+    if isinstance(camera, Sequence) and not isinstance(camera, Tensor):
+        idx = [camera_index(c) for c in camera]
+        return _batch_tensor(idx, batch, "camera", device).long()
+    t = _batch_tensor(camera, batch, "camera", device)
+    if t.is_floating_point() and not torch.equal(t, t.round()):
+        raise InputError("camera indices must be integers.", f"use 0..{len(CAMERAS) - 1} or a code {CAMERAS}.")
+    t = t.long()
+    bad = (t < 0) | (t >= len(CAMERAS))
+    if bad.any():
+        camera_index(int(t[bad][0]))  # raises the standard InputError
+    return t
+
+
+@dataclass(frozen=True)
+class NoiseContext:
+    """Conditioning of a batch of noise patches.
+
+    Attributes:
+        clean: clean packed raw patches ``[B, 4, H, W]`` in normalised units ``[0, 1]``.
+        iso: LongTensor ``[B]`` of ISO values (100, 400, …).
+        camera: LongTensor ``[B]`` of camera indices (IP=0, GP=1, S6=2, N6=3, G4=4).
+
+    Build it with :meth:`create`, which validates; the plain constructor does not.
+    """
+
+    clean: Tensor
+    iso: Tensor
+    camera: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.clean.shape[0])
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> NoiseContext:
+        """A copy with ``clean`` converted to ``dtype`` and/or every tensor moved to ``device``."""
+        clean = self.clean.to(device=device, dtype=dtype) if dtype is not None else self.clean.to(device=device)
+        if device is None:
+            return NoiseContext(clean, self.iso, self.camera)
+        return NoiseContext(clean, self.iso.to(device), self.camera.to(device))
+
+    def __getitem__(self, idx: Any) -> NoiseContext:
+        """The sub-batch ``idx`` (slice, index tensor or mask)."""
+        return NoiseContext(self.clean[idx], self.iso[idx], self.camera[idx])
+
+    @classmethod
+    def create(
+        cls,
+        clean: Tensor,
+        iso: Any,
+        camera: Any,
+        noise: Tensor | None = None,
+        allowed_isos: Sequence[int] | None = ISOS,
+        channels: int | None = 4,
+    ) -> NoiseContext:
+        """Validate and build a context.
+
+        Args:
+            clean: ``[B, C, H, W]`` (or ``[C, H, W]`` for one patch) in ``[0, 1]``, finite.
+            iso: an int or a sequence / tensor ``[B]`` of ints.
+            camera: a code (``'S6'``), an index, or a sequence / tensor ``[B]`` of either.
+            noise: if given, must have the shape of ``clean``.
+            allowed_isos: refuse ISOs outside this list (``None`` accepts any positive ISO).
+            channels: required channel count (``None``: any).
+
+        Raises:
+            InputError: naming the bad value and how to fix it.
+        """
+        if not isinstance(clean, Tensor):
+            raise InputError(f"clean must be a torch.Tensor, got {type(clean).__name__}.", "use torch.as_tensor.")
+        if clean.dim() == 3:
+            clean = clean[None]
+        if clean.dim() != 4 or (channels is not None and clean.shape[1] != channels):
+            raise InputError(
+                f"clean must be [B, {channels or 'C'}, H, W] packed raw, got shape {tuple(clean.shape)}.",
+                "pack the Bayer image into 4 channels (RGGB-style planes) and add a batch dimension.",
+            )
+        if not clean.is_floating_point():
+            raise InputError(f"clean must be floating point in [0, 1], got dtype {clean.dtype}.",
+                             "normalise raw values: (DN - black) / (white - black).")
+        if noise is not None:
+            if noise.dim() == 3 and clean.shape[0] == 1:
+                noise = noise[None]
+            if tuple(noise.shape) != tuple(clean.shape):
+                raise InputError(
+                    f"noise shape {tuple(noise.shape)} does not match clean shape {tuple(clean.shape)}.",
+                    "pass noise and clean patches of the same [B, 4, H, W] shape.",
+                )
+            if not torch.isfinite(noise).all():
+                raise InputError(f"noise contains {int((~torch.isfinite(noise)).sum())} NaN/Inf value(s).",
+                                 "clean the data first (SIDD: NaN -> 0).")
+        if not torch.isfinite(clean).all():
+            raise InputError(f"clean contains {int((~torch.isfinite(clean)).sum())} NaN/Inf value(s).",
+                             "clean the data first (SIDD: NaN -> 0, then clip to [0, 1]).")
+        lo, hi = float(clean.min()), float(clean.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(
+                f"clean values must lie in [0, 1] (normalised raw), got range [{lo:.4g}, {hi:.4g}].",
+                "normalise with (DN - black) / (white - black) and clip to [0, 1].",
+            )
+        b = clean.shape[0]
+        iso_t = as_iso_tensor(iso, b, clean.device)
+        if allowed_isos is not None:
+            allowed = torch.tensor(list(allowed_isos), device=iso_t.device)
+            ok = (iso_t[:, None] == allowed[None]).any(dim=1)
+            if not ok.all():
+                bad = int(iso_t[~ok][0])
+                raise InputError(
+                    f"ISO {bad} is not one of the model's ISO levels {', '.join(map(str, allowed_isos))}.",
+                    "use a listed ISO, or a model configured with continuous_iso=True (log-ISO interpolation).",
+                )
+        cam_t = as_camera_tensor(camera, b, clean.device)
+        return cls(clean, iso_t, cam_t)

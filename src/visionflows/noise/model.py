@@ -1,0 +1,265 @@
+"""The Noise Flow model (Abdelhamed, Brubaker & Brown, ICCV 2019) and its presets.
+
+``NoiseFlow(arch)`` builds the bijector stack of an official architecture string (``sdn5``, ``sdn4``,
+``gain4``, ``unc`` separated by ``|``) over a standard-normal prior on all ``4·H·W`` dimensions.
+
+Every noise model of :mod:`visionflows.noise` (flows and baselines) has the same API::
+
+    log_prob(noise, clean, iso, camera) -> Tensor[B]            # nats per patch
+    sample(clean, iso, camera, temperature=1.0, generator=None) -> noise
+    encode(noise, clean, iso, camera) -> (latent, logdet[B])    # exact
+    decode(latent, clean, iso, camera) -> noise                 # exact
+
+``clean`` may also be a ready :class:`NoiseContext` (then ``iso``/``camera`` are ignored).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from visionflows.errors import ConfigError, InputError
+from visionflows.flows import Bijector, Compose, LUInvertibleConv1x1, StandardNormal
+from visionflows.io import register_model_kind
+from visionflows.noise.context import NoiseContext
+from visionflows.noise.layers import GainLayer, SignalDependentLayer, unconditional_step
+from visionflows.noise.nlf import ISOS
+
+__all__ = [
+    "NoiseFlow",
+    "PRESETS",
+    "create_model",
+    "list_models",
+    "count_parameters",
+    "resolve_context",
+]
+
+#: name -> (arch string, paper name, official trainable-parameter count incl. unused scalars, §6)
+PRESETS: dict[str, tuple[str, str, int]] = {
+    "noiseflow": ("sdn5|unc|unc|unc|unc|gain4|unc|unc|unc|unc", "S-Ax4-G-Ax4-CAM (released Noise Flow)", 2433),
+    "noiseflow_s_ax1_g_ax1": ("sdn5|unc|gain4|unc", "S-Ax1-G-Ax1-CAM", 627),
+    "noiseflow_s_g_cam": ("sdn5|gain4", "S-G-CAM", 25),
+    "noiseflow_s_g": ("sdn4|gain4", "S-G (no camera parameters)", 10),
+    "noiseflow_unconditional": ("unc|unc|unc|unc", "Ax4 (unconditional)", 1204),
+}
+_TOKENS = ("sdn5", "sdn4", "gain4", "unc")
+
+
+def resolve_context(
+    clean: Tensor | NoiseContext,
+    iso: Any,
+    camera: Any,
+    noise: Tensor | None = None,
+    continuous_iso: bool = False,
+    isos: tuple[int, ...] = ISOS,
+) -> NoiseContext:
+    """A validated :class:`NoiseContext` (see :meth:`NoiseContext.create`); ISOs must be in ``isos`` unless
+    ``continuous_iso``. A given NoiseContext is re-checked for its ISOs and the noise shape only."""
+    if isinstance(clean, NoiseContext):
+        ctx = clean
+        if noise is not None and tuple(noise.shape) != tuple(ctx.clean.shape):
+            raise InputError(f"noise shape {tuple(noise.shape)} does not match clean shape {tuple(ctx.clean.shape)}.",
+                             "pass noise and clean patches of the same [B, 4, H, W] shape.")
+        if not continuous_iso:
+            allowed = torch.tensor(list(isos), device=ctx.iso.device)
+            ok = (ctx.iso[:, None] == allowed[None]).any(1)
+            if not ok.all():
+                raise InputError(f"ISO {int(ctx.iso[~ok][0])} is not one of the model's ISO levels "
+                                 f"{', '.join(map(str, isos))}.", "use a listed ISO or continuous_iso=True.")
+        return ctx
+    return NoiseContext.create(clean, iso, camera, noise=noise, allowed_isos=None if continuous_iso else isos)
+
+
+def count_parameters(module: nn.Module, trainable: bool = True) -> int:
+    """Number of free parameter values: LU triangles count only their free entries (``C(C−1)/2`` each), as the
+    official code stores them as vectors. ``trainable=False`` adds the fixed unused ``rescaling_scale0`` scalars
+    (the official count, as TF counts trainable variables)."""
+    total = 0
+    seen: set[int] = set()
+    for m in module.modules():
+        for name, p in m.named_parameters(recurse=False):
+            if id(p) in seen or not p.requires_grad:
+                continue
+            seen.add(id(p))
+            if isinstance(m, LUInvertibleConv1x1) and name in ("lower", "upper"):
+                total += m.channels * (m.channels - 1) // 2
+            else:
+                total += p.numel()
+        if not trainable:
+            for name, b in m.named_buffers(recurse=False):
+                if name == "unused_rescaling_scale":
+                    total += b.numel()
+    return total
+
+
+class NoiseFlow(nn.Module):
+    """Noise Flow: ``log p(n | y, ISO, camera) = log N(f(n); 0, I) + log|det ∂f/∂n|``.
+
+    Args:
+        arch: ``|``-separated layers, noise → latent order: ``sdn5`` (signal-dependent, camera parameters),
+            ``sdn4`` (no camera parameters), ``gain4`` (one scalar gain), ``unc`` (LU 1×1 conv + affine coupling).
+        width: hidden channels of the coupling networks (4 in the paper).
+        channels: packed raw channels (4).
+        continuous_iso: accept any positive ISO, interpolating the ISO gain in log-ISO (see
+            :class:`SignalDependentLayer`); otherwise refuse ISOs outside ``ISOS``.
+        seed: seed of the random orthogonal 1×1-conv and coupling initialisation.
+
+    Layer ``transform.layers[i]`` with names in :attr:`layer_names` (``sdn0``, ``conv1x1_1``, ``coupling_1``, …;
+    the index is the official bijector index).
+    """
+
+    kind = "noiseflow"
+
+    def __init__(
+        self,
+        arch: str = PRESETS["noiseflow"][0],
+        width: int = 4,
+        channels: int = 4,
+        continuous_iso: bool = False,
+        seed: int | None = 0,
+    ) -> None:
+        super().__init__()
+        tokens = [t.strip() for t in arch.split("|") if t.strip()]
+        unknown = [t for t in tokens if t not in _TOKENS]
+        if not tokens or unknown:
+            raise ConfigError(f"invalid Noise Flow arch {arch!r} (unknown layers {unknown}).",
+                              f"use '|'-separated layers from {_TOKENS}.")
+        self.arch = "|".join(tokens)
+        self.width = int(width)
+        self.channels = int(channels)
+        self.continuous_iso = bool(continuous_iso)
+        self.seed = seed
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        layers: list[Bijector] = []
+        names: list[str] = []
+        for b, tok in enumerate(tokens):
+            if tok in ("sdn5", "sdn4"):
+                layers.append(SignalDependentLayer(camera_params=tok == "sdn5", continuous_iso=continuous_iso))
+                names.append(f"sdn{b}")
+            elif tok == "gain4":
+                layers.append(GainLayer())
+                names.append(f"gain{b}")
+            else:
+                if gen is not None:
+                    fork = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+                        step = unconditional_step(channels, width, generator=fork)
+                else:
+                    step = unconditional_step(channels, width)
+                layers.extend(step.layers)
+                names.extend([f"conv1x1_{b}", f"coupling_{b}"])
+        self.layer_names = names
+        self.transform = Compose(*layers)
+        self.prior = StandardNormal()
+
+    # -- config ---------------------------------------------------------------------------------------
+    def model_config(self) -> dict[str, Any]:
+        return {"arch": self.arch, "width": self.width, "channels": self.channels,
+                "continuous_iso": self.continuous_iso, "seed": self.seed}
+
+    @property
+    def conditional(self) -> bool:
+        return any(isinstance(m, SignalDependentLayer) for m in self.transform.layers)
+
+    def num_parameters(self, official: bool = False) -> int:
+        """Free trainable values (LU triangles as vectors); ``official=True`` adds the unused scalars (§6)."""
+        return count_parameters(self, trainable=not official)
+
+    def layer(self, name: str) -> Bijector:
+        """The layer called ``name`` (e.g. ``'coupling_6'``)."""
+        try:
+            return self.transform.layers[self.layer_names.index(name)]
+        except ValueError:
+            raise KeyError(f"no layer {name!r}; layers: {self.layer_names}") from None
+
+    def context(self, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None,
+                noise: Tensor | None = None) -> NoiseContext:
+        """Validate the conditioning (see :func:`resolve_context`) on this model's device."""
+        ref = next(self.parameters())
+        if isinstance(clean, Tensor):
+            clean = clean.to(ref.device)
+        ctx = resolve_context(clean, iso, camera, noise=noise, continuous_iso=self.continuous_iso)
+        return ctx.to(device=ref.device)
+
+    # -- exact maps -----------------------------------------------------------------------------------
+    def encode(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None,
+               camera: Any = None) -> tuple[Tensor, Tensor]:
+        """Noise → latent: ``(z [B, 4, H, W], log|det ∂z/∂n| [B])``."""
+        noise = _batched(noise)
+        ctx = self.context(clean, iso, camera, noise=noise)
+        return self.transform(noise.to(ctx.clean.device), ctx)
+
+    def decode(self, z: Tensor, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None) -> Tensor:
+        """Latent → noise, exactly."""
+        z = _batched(z)
+        ctx = self.context(clean, iso, camera, noise=z)
+        return self.transform.inverse(z.to(ctx.clean.device), ctx)[0]
+
+    def trace(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None,
+              camera: Any = None) -> tuple[list[Tensor], list[Tensor]]:
+        """Noise → latent state and cumulative log-det after every layer (input first)."""
+        noise = _batched(noise)
+        ctx = self.context(clean, iso, camera, noise=noise)
+        return self.transform.trace(noise.to(ctx.clean.device), ctx)
+
+    def trace_inverse(self, z: Tensor, clean: Tensor | NoiseContext, iso: Any = None,
+                      camera: Any = None) -> list[Tensor]:
+        """Latent → noise state after every inverse layer (latent first; layers in reverse order)."""
+        z = _batched(z)
+        ctx = self.context(clean, iso, camera, noise=z)
+        states = [z.to(ctx.clean.device)]
+        for layer in reversed(self.transform.layers):
+            states.append(layer.inverse(states[-1], ctx)[0])
+        return states
+
+    # -- densities ------------------------------------------------------------------------------------
+    def log_prob(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None) -> Tensor:
+        """``log p(noise | clean, iso, camera)`` in nats per patch, ``[B]``."""
+        z, logdet = self.encode(noise, clean, iso, camera)
+        return self.prior.log_prob(z) + logdet
+
+    def nll_per_dim(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None,
+                    camera: Any = None) -> Tensor:
+        """Negative log-likelihood in nats per dimension, ``[B]``."""
+        noise = _batched(noise)
+        return -self.log_prob(noise, clean, iso, camera) / noise[0].numel()
+
+    def forward(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None) -> Tensor:
+        return self.log_prob(noise, clean, iso, camera)
+
+    @torch.no_grad()
+    def sample(self, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:
+        """Noise samples ``[B, 4, H, W]``: ``z = temperature·ε``, then latent → noise (eval-mode BN recommended)."""
+        ctx = self.context(clean, iso, camera)
+        y = ctx.clean
+        eps = torch.randn(tuple(y.shape), generator=generator, dtype=y.dtype,
+                          device=generator.device if generator is not None else y.device).to(y.device)
+        return self.transform.inverse(eps * temperature, ctx)[0]
+
+
+def _batched(x: Tensor) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise InputError(f"expected a torch.Tensor, got {type(x).__name__}.", "use torch.as_tensor.")
+    return x[None] if x.dim() == 3 else x
+
+
+def list_models() -> list[str]:
+    """Names of the Noise Flow presets."""
+    return list(PRESETS)
+
+
+def create_model(name: str = "noiseflow", **kwargs: Any) -> NoiseFlow:
+    """A freshly initialised preset (``list_models()``); ``kwargs`` go to :class:`NoiseFlow`."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown Noise Flow preset {name!r}.", f"choose one of {', '.join(PRESETS)}.")
+    return NoiseFlow(arch=PRESETS[name][0], **kwargs)
+
+
+@register_model_kind("noiseflow")
+def _build(config: dict[str, Any]) -> NoiseFlow:
+    return NoiseFlow(**config)
+
