@@ -106,3 +106,12 @@ def inverse_of_squeeze_compose() -> BijectorCase:
         lambda: Inverse(Compose(InvertibleConv1x1(4), AffineCoupling(4, conv_net_factory(8)))),
         _x(2, 4, 4, 4),
     )
+
+
+@register_case
+def glow_multiscale_transform() -> BijectorCase:
+    from visionflows.flows.glow import _GlowTransform
+
+    return BijectorCase(
+        "glow_multiscale_transform", lambda: _GlowTransform(3, 8, levels=2, steps=2, width=8), _x(2, 3, 8, 8) * 0.3
+    )

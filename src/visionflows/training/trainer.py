@@ -1,0 +1,423 @@
+"""One trainer for every model: single process or ``torchrun`` DDP, AMP, compile, EMA, atomic checkpoints.
+
+A model-specific :class:`TrainTask` says how to build the model, draw a batch and compute the loss; the trainer
+owns everything else. Batches are drawn from a generator seeded by ``(seed, rank, step)``, so a resumed run sees
+exactly the batches an uninterrupted run would, and DDP ranks see different data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from visionflows.errors import CheckpointError, ConfigError, InputError, OutputError, VisionflowsError
+from visionflows.io import atomic_dir, atomic_write_text, read_model_file, save_model
+from visionflows.training.distributed import DistInfo, cleanup_distributed, resolve_device, setup_distributed
+from visionflows.training.ema import EMA
+from visionflows.training.optim import build_optimizer, linear_warmup
+
+__all__ = ["TrainConfig", "TrainTask", "TrainResult", "train", "find_checkpoints", "CHECKPOINT_VERSION"]
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """Everything the trainer needs besides the task. Unknown keys are refused by :meth:`from_dict`."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    betas: tuple[float, float] | None = None
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    ema_decay: float | None = None
+    amp: str | None = None
+    compile: bool = False
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    eval_every: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+    progress: bool = True
+    tensorboard: bool = True
+    max_minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError(
+                f"invalid training config: steps={self.steps}, batch_size={self.batch_size}, lr={self.lr}.",
+                "use steps >= 0, batch_size >= 1 and lr > 0.",
+            )
+        if self.amp not in (None, "bf16", "fp16"):
+            raise ConfigError(f"unknown amp mode {self.amp!r}.", "use bf16, fp16 or leave it unset.")
+        if self.betas is not None:
+            self.betas = (float(self.betas[0]), float(self.betas[1]))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown training config key(s): {', '.join(unknown)}.", f"valid keys: {', '.join(sorted(known))}."
+            )
+        return cls(**d)
+
+
+@runtime_checkable
+class TrainTask(Protocol):
+    """What a model brings to the trainer (see module docstring)."""
+
+    name: str
+    unit: str
+
+    def build_model(self) -> nn.Module: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+    def batch(self, step: int, generator: torch.Generator) -> Any: ...
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]: ...
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]: ...
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    step: int
+    run_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    ema_model: nn.Module | None = None
+
+
+class _LossModule(nn.Module):
+    """Wraps ``task.loss(model, batch)`` as a ``forward`` so DDP and ``torch.compile`` see one call."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], tuple[Tensor, dict]]) -> None:
+        super().__init__()
+        self.model = model
+        self._loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> tuple[Tensor, dict]:
+        return self._loss_fn(self.model, batch)
+
+
+def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    mixed = (seed * 1_000_003 + rank * 7_919 + step * 104_729 + 12_345) % (2**63 - 1)
+    return torch.Generator().manual_seed(mixed)
+
+
+def find_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoint folders of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("step-*") if p.is_dir() and (p / "state.pt").is_file())
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, is_main: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputError(f"run directory {run_dir} exists and is not a directory.", "choose another --run-dir.")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not resume:
+        if not overwrite:
+            raise ConfigError(
+                f"run directory {run_dir} is not empty.",
+                "pass --resume to continue it, --overwrite to start again, or choose another --run-dir.",
+            )
+        if is_main:
+            for child in run_dir.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(
+            f"cannot write to run directory {run_dir}: {err.strerror or err}.", "choose a writable --run-dir."
+        ) from err
+
+
+def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, ema: EMA | None, scaler) -> dict:
+    _, model_state = read_model_file(path / "model.safetensors")
+    try:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for truncated/corrupt pickles
+        raise CheckpointError(
+            f"checkpoint {path / 'state.pt'} is corrupt or unreadable ({type(err).__name__}).",
+            f"delete {path} to resume from the previous checkpoint, or start again with --overwrite.",
+        ) from err
+    version = state.get("format_version") if isinstance(state, dict) else None
+    if version != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version!r}; this visionflows reads {CHECKPOINT_VERSION}.",
+            "resume with the visionflows version that wrote it.",
+        )
+    try:
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            if state.get("ema") is None:
+                raise CheckpointError(f"checkpoint {path} has no EMA weights but ema_decay is set.")
+            ema.shadow.load_state_dict(state["ema"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {path} does not match this model/config: {str(err).splitlines()[0]}",
+            "resume with the same preset and options, or start again with --overwrite.",
+        ) from err
+    torch.set_rng_state(state["rng"]["torch"])
+    if torch.cuda.is_available() and state["rng"].get("cuda"):
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return state
+
+
+def _save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, ema, scaler, keep: int) -> Path:
+    target = run_dir / "checkpoints" / f"step-{step:08d}"
+    state = {
+        "format_version": CHECKPOINT_VERSION,
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "ema": ema.shadow.state_dict() if ema is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+    }
+    with atomic_dir(target) as tmp:
+        save_model(model, tmp / "model.safetensors", extra={"step": str(step)})
+        if ema is not None:
+            save_model(ema.shadow, tmp / "ema.safetensors", extra={"step": str(step), "ema": "1"})
+        torch.save(state, tmp / "state.pt")
+    for old in find_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _open_tensorboard(run_dir: Path, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tb"))
+
+
+def _check_loss(loss: Tensor, step: int) -> None:
+    if loss.dim() != 0:
+        raise InputError(f"task.loss must return a scalar, got shape {tuple(loss.shape)}.")
+    if not torch.isfinite(loss.detach()):
+        raise VisionflowsError(
+            f"the loss became {float(loss)} at step {step}.",
+            "check the data for NaN/Inf, lower --lr, add warm-up or gradient clipping, then --resume.",
+        )
+
+
+def train(
+    task: TrainTask,
+    config: TrainConfig,
+    run_dir: str | os.PathLike,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train ``task``'s model under ``config`` into ``run_dir``; see the module docstring."""
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    run_dir = Path(run_dir)
+    device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+    dist_info: DistInfo = setup_distributed(device)
+    try:
+        return _train(task, config, run_dir, resume, overwrite, device, dist_info)
+    finally:
+        cleanup_distributed()
+
+
+def _train(task, config, run_dir, resume, overwrite, device, dist_info) -> TrainResult:  # noqa: C901
+    import torch.distributed as dist
+
+    is_main = dist_info.is_main
+    if is_main:
+        _prepare_run_dir(run_dir, resume, overwrite, is_main)
+    if dist_info.enabled:
+        dist.barrier()
+    torch.manual_seed(config.seed)
+    model = task.build_model().to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(config.optimizer, params, config.lr, config.betas, config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup(config.warmup_steps))
+    scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" else None
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp or "")
+
+    checkpoints = find_checkpoints(run_dir) if resume else []
+    start = 0
+    ema: EMA | None = None
+    if checkpoints:
+        ema = EMA(model, config.ema_decay) if config.ema_decay else None
+        state = _load_checkpoint(checkpoints[-1], model, optimizer, scheduler, ema, scaler)
+        start = int(state["step"])
+    else:
+        # data-dependent initialisation (ActNorm) on the first batch; all-reduced across ranks.
+        model.train()
+        with torch.no_grad():
+            task.loss(model, task.batch(0, _step_generator(config.seed, dist_info.rank, -1)))
+        ema = EMA(model, config.ema_decay) if config.ema_decay else None
+
+    resolved = {
+        "task_name": task.name,
+        "task": task.config(),
+        "train": asdict(config),
+        "world_size": dist_info.world_size,
+        "resumed_from_step": start if checkpoints else None,
+        "torch": torch.__version__,
+    }
+    if is_main:
+        atomic_write_text(run_dir / "config.json", json.dumps(resolved, indent=2, default=str) + "\n")
+        _truncate_metrics(run_dir / "metrics.jsonl", start)
+
+    loss_module: nn.Module = _LossModule(model, task.loss)
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        loss_module = DDP(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        loss_module = torch.compile(loss_module)
+
+    writer = _open_tensorboard(run_dir, config.tensorboard) if is_main else None
+    history: list[dict[str, float]] = []
+    bar = None
+    if config.progress and is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=start, desc=task.name, unit="it", dynamic_ncols=True)
+    t0 = time.monotonic()
+    step = start
+    model.train()
+    try:
+        for step in range(start, config.steps):
+            batch = task.batch(step, _step_generator(config.seed, dist_info.rank, step))
+            autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+            with autocast:
+                loss, metrics = loss_module(batch)
+            _check_loss(loss, step)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update(model)
+            done = step + 1
+            row = {"step": done, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0]}
+            row.update({k: float(v) for k, v in metrics.items()})
+            if bar is not None:
+                bar.update(1)
+                if done % max(1, config.log_every) == 0 or done == config.steps:
+                    post = {"loss": f"{row['loss']:.4f}"}
+                    if "per_dim" in row:
+                        post[task.unit] = f"{row['per_dim']:.4f}"
+                    bar.set_postfix(post)
+            if is_main and (done % max(1, config.log_every) == 0 or done == config.steps):
+                history.append(row)
+                _append_metrics(run_dir / "metrics.jsonl", row)
+                if writer is not None:
+                    for k, v in row.items():
+                        if k != "step" and isinstance(v, float) and math.isfinite(v):
+                            writer.add_scalar(f"train/{k}", v, done)
+            if config.eval_every and done % config.eval_every == 0 and is_main:
+                _log_eval(task, model, ema, writer, run_dir, done, history)
+            out_of_time = config.max_minutes is not None and (time.monotonic() - t0) / 60.0 >= config.max_minutes
+            if done % max(1, config.checkpoint_every) == 0 or done == config.steps or out_of_time:
+                if is_main:
+                    _save_checkpoint(run_dir, done, model, optimizer, scheduler, ema, scaler, config.keep_checkpoints)
+                if dist_info.enabled:
+                    dist.barrier()
+            step = done
+            if out_of_time:
+                break
+        else:
+            step = config.steps if config.steps > start else start
+    finally:
+        if bar is not None:
+            bar.close()
+    if start >= config.steps and is_main and not find_checkpoints(run_dir):
+        _save_checkpoint(run_dir, step, model, optimizer, scheduler, ema, scaler, config.keep_checkpoints)
+    eval_metrics: dict[str, float] = {}
+    if is_main:
+        eval_metrics = _log_eval(task, model, ema, writer, run_dir, step, history)
+        if writer is not None:
+            writer.close()
+    model.eval()
+    return TrainResult(model, step, run_dir, history, eval_metrics, ema.shadow if ema is not None else None)
+
+
+def _log_eval(task, model, ema, writer, run_dir: Path, step: int, history) -> dict[str, float]:
+    evaluate = getattr(task, "evaluate", None)
+    if evaluate is None:
+        return {}
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        metrics = dict(evaluate(model) or {})
+        if ema is not None and metrics:
+            metrics.update({f"ema_{k}": v for k, v in (evaluate(ema.shadow) or {}).items()})
+    model.train(was_training)
+    if metrics:
+        row = {"step": step, **{f"eval_{k}": float(v) for k, v in metrics.items()}}
+        _append_metrics(run_dir / "metrics.jsonl", row)
+        history.append(row)
+        if writer is not None:
+            for k, v in metrics.items():
+                writer.add_scalar(f"eval/{k}", float(v), step)
+    return metrics
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def _truncate_metrics(path: Path, start: int) -> None:
+    """On resume, drop log rows written after the checkpoint we resume from."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= start:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue
+    atomic_write_text(path, "".join(f"{line}\n" for line in keep))
