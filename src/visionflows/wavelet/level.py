@@ -1,0 +1,376 @@
+"""One level of Wavelet Flow: a (conditional) single-scale Glow-like flow.
+
+Yu, Derpanis & Brubaker, "Wavelet Flow: Fast Training of High Resolution Normalizing Flows", NeurIPS 2020
+(arXiv:2010.13821). Level ``L = 0`` models the 1×1 low-pass ``I_0`` unconditionally; level ``L ≥ 1`` models the
+Haar details ``D_{L−1}`` (``3C`` channels) given the low-pass ``I_{L−1}`` (``C`` channels) of the same spatial
+size. Every level is an independent density; its log-probabilities add up to the full model's.
+
+Units: ``I_L`` is in normalised pixel units, ``x = (k + u)/256 − 0.5`` block-averaged; log-densities in nats.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from visionflows.errors import InputError
+from visionflows.flows import (
+    ActNorm,
+    AffineCoupling,
+    Bijector,
+    Compose,
+    DiagonalGaussian,
+    HaarStep,
+    InvertibleConv1x1,
+    StandardNormal,
+    ZeroConv2d,
+)
+
+__all__ = [
+    "CouplingNet",
+    "LevelTransform",
+    "ResidualBlock",
+    "WaveletLevel",
+    "block_mean",
+    "coupling_net_factory",
+    "dequantize",
+    "flow_step",
+    "level_dims",
+    "level_param_count",
+    "to_pixels",
+]
+
+LN2 = math.log(2.0)
+LN256 = math.log(256.0)
+HIDDEN_INIT_STD = 0.05
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def dequantize(images: Tensor, generator: torch.Generator | None = None, noise: bool = True) -> Tensor:
+    """uint8 (or float in [0, 255]) ``[B, C, H, W]`` → ``x = (k + u)/256 − 0.5`` float32, ``u ~ U(0, 1)``.
+
+    With ``noise=False`` the bin centre ``u = 0.5`` is used. The noise is drawn on the CPU from ``generator`` (so
+    results do not depend on the device) and moved to the images' device.
+    """
+    k = images.float() if not images.is_floating_point() else images
+    if noise:
+        u = torch.rand(tuple(k.shape), generator=generator, dtype=torch.float32).to(k.device, k.dtype)
+    else:
+        u = torch.full_like(k, 0.5)
+    return (k + u) / 256.0 - 0.5
+
+
+def to_pixels(x: Tensor) -> Tensor:
+    """Normalised ``x`` → float pixels in ``[0, 255]``: ``clamp((x + 0.5)·256 − 0.5, 0, 255)``.
+
+    The inverse of :func:`dequantize` at the bin centre; ``round()`` gives the 8-bit value.
+    """
+    return ((x + 0.5) * 256.0 - 0.5).clamp(0.0, 255.0)
+
+
+def block_mean(x: Tensor, times: int) -> Tensor:
+    """Average 2×2 blocks ``times`` times (the compensated Haar low-pass): ``[B,C,H,W] → [B,C,H/2^t,W/2^t]``."""
+    if times <= 0:
+        return x
+    f = 2**times
+    if x.shape[-1] % f or x.shape[-2] % f:
+        raise InputError(
+            f"cannot block-average a {tuple(x.shape[-2:])} image {times} time(s): the size must be divisible by {f}.",
+            "use square power-of-two images (or crops) of the model's resolution.",
+        )
+    return torch.nn.functional.avg_pool2d(x, f)
+
+
+def level_dims(level: int, channels: int) -> tuple[int, int, int]:
+    """``(data channels, conditioning channels, side)`` of level ``level`` for ``channels`` colours.
+
+    Level 0 models ``C`` channels at 1×1; level ``L ≥ 1`` models ``3C`` channels at ``2^(L−1)`` given ``C``.
+    """
+    if level == 0:
+        return channels, 0, 1
+    return 3 * channels, channels, 2 ** (level - 1)
+
+
+def level_param_count(level: int, channels: int, steps: int, width: int, res_blocks: int = 3) -> int:
+    """Parameters of one level from the layer definitions (doc §3 formula, generalised to any ``res_blocks``)."""
+    c, q, _ = level_dims(level, channels)
+    if c < 2:
+        return 2 * c  # learned diagonal Gaussian
+    c1, c2 = c // 2, c - c // 2
+    w = width
+    per_step = 2 * c + c * c + (c1 + q) * w + 2 * w + res_blocks * (9 * w * w + 2 * w + w * w + 2 * w)
+    per_step += 18 * w * c2 + 4 * c2
+    return steps * per_step + 2 * c
+
+
+# ------------------------------------------------------------------------------------------------ coupling net
+class _Norm(nn.Module):
+    """ActNorm used as a hidden normalisation (Glow's ``actnorm`` after a bias-free conv); DDI-initialised."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.actnorm = ActNorm(channels, scale_factor=3.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.actnorm(x)[0]
+
+
+def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
+    conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+    nn.init.normal_(conv.weight, 0.0, HIDDEN_INIT_STD)
+    return conv
+
+
+class ResidualBlock(nn.Module):
+    """``h → ReLU(h + ActNorm(Conv1x1(ReLU(ActNorm(Conv3x3(h))))))``, width ``W`` (bias-free convs)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv1 = _conv(width, width, 3)
+        self.norm1 = _Norm(width)
+        self.conv2 = _conv(width, width, 1)
+        self.norm2 = _Norm(width)
+
+    def forward(self, h: Tensor) -> Tensor:
+        r = torch.relu(self.norm1(self.conv1(h)))
+        r = self.norm2(self.conv2(r))
+        return torch.relu(h + r)
+
+
+class CouplingNet(nn.Module):
+    """Wavelet Flow coupling network ``[x1, cond] → [raw log-scale, shift]`` (doc §3).
+
+    1×1 conv (no bias) → ActNorm → ReLU, ``res_blocks`` × :class:`ResidualBlock`, then a zero-initialised 3×3
+    :class:`~visionflows.flows.ZeroConv2d` with ``exp(3·logs)`` output scaling. Hidden conv weights ~ N(0, 0.05).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int, res_blocks: int = 3) -> None:
+        super().__init__()
+        self.conv_in = _conv(in_channels, width, 1)
+        self.norm_in = _Norm(width)
+        self.blocks = nn.Sequential(*[ResidualBlock(width) for _ in range(res_blocks)])
+        self.out = ZeroConv2d(width, out_channels, 3, gain=3.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.norm_in(self.conv_in(x)))
+        return self.out(self.blocks(h))
+
+
+def coupling_net_factory(width: int, res_blocks: int = 3):
+    """A ``net_factory`` for :class:`~visionflows.flows.AffineCoupling` building :class:`CouplingNet`."""
+
+    def make(in_channels: int, out_channels: int) -> nn.Module:
+        return CouplingNet(in_channels, out_channels, width, res_blocks)
+
+    return make
+
+
+def flow_step(channels: int, context_channels: int, width: int, res_blocks: int = 3) -> Compose:
+    """One step: ActNorm(×3) → full invertible 1×1 conv → conditional affine coupling (shift first, tanh bound 1)."""
+    return Compose(
+        ActNorm(channels, scale_factor=3.0),
+        InvertibleConv1x1(channels),
+        AffineCoupling(
+            channels,
+            coupling_net_factory(width, res_blocks),
+            split=channels // 2,
+            context_channels=context_channels,
+            scale_bound=1.0,
+            shift_first=True,
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ one level
+class WaveletLevel(nn.Module):
+    """The density of level ``level`` of an ``n``-level Wavelet Flow over ``channels`` colours.
+
+    * ``transform``: ``K`` steps (:func:`flow_step`) then the final learned prior ActNorm (scale factor 3, not
+      DDI-initialised); the prior is :class:`~visionflows.flows.StandardNormal`. Where the data has fewer than
+      2 channels (level 0 of a greyscale model) there is no coupling: the level is a learned
+      :class:`~visionflows.flows.DiagonalGaussian`.
+    * ``log_prob_level(images, generator)``: full-resolution images (or full-resolution crops) in [0, 255] →
+      ``[B]`` nats of this level's data, Haar term included (see :meth:`log_prob_coeffs`).
+    * ``flow_log_prob(data, cond)``: the flow density ``ld_L`` of the level's own coefficients.
+
+    Temperature is applied to the standard-normal latent *before* the inverse of the prior ActNorm (Glow).
+    A level saved on its own (one level's training job) is a model file of kind ``"waveletflow_level"``.
+    """
+
+    kind = "waveletflow_level"
+
+    def __init__(
+        self,
+        level: int,
+        n_levels: int,
+        channels: int = 3,
+        steps: int = 8,
+        width: int = 128,
+        res_blocks: int = 3,
+        preset: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0 <= level <= n_levels:
+            raise InputError(f"level {level} is outside 0..{n_levels}.")
+        self.level, self.n_levels, self.channels = int(level), int(n_levels), int(channels)
+        self.steps, self.width, self.res_blocks = int(steps), int(width), int(res_blocks)
+        self.preset = preset
+        c, q, _ = level_dims(level, channels)
+        self.data_channels, self.cond_channels = c, q
+        if c >= 2:
+            layers: list[Bijector] = [flow_step(c, q, width, res_blocks) for _ in range(steps)]
+            layers.append(ActNorm(c, scale_factor=3.0, ddi=False))
+            self.transform = Compose(*layers)
+            self.prior: nn.Module = StandardNormal()
+        else:
+            self.transform = Compose()
+            self.prior = DiagonalGaussian(c)
+        self.haar = HaarStep(compensate=True)
+
+    def model_config(self) -> dict[str, Any]:
+        return {
+            "level": self.level,
+            "n_levels": self.n_levels,
+            "channels": self.channels,
+            "steps": self.steps,
+            "width": self.width,
+            "res_blocks": self.res_blocks,
+            "preset": self.preset,
+        }
+
+    def extra_repr(self) -> str:
+        return f"level={self.level}, n_levels={self.n_levels}, steps={self.steps}, width={self.width}"
+
+    # -- the level's own coefficients ------------------------------------------------------------------
+    def split(self, i_level: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``I_L → (data, cond)``: ``(I_0, None)`` at level 0, ``(D_{L−1}, I_{L−1})`` by one Haar step above."""
+        if self.level == 0:
+            return i_level, None
+        low, details, _ = self.haar.split(i_level)
+        return details, low
+
+    def flow_log_prob(self, data: Tensor, cond: Tensor | None = None) -> Tensor:
+        """``ld_L``: the flow log-density (nats, ``[B]``) of the level's coefficients ``data`` given ``cond``."""
+        self._check(data, cond)
+        z, ld = self.transform(data, cond)
+        return self.prior.log_prob(z) + ld
+
+    def haar_logdet(self, dims: int) -> float:
+        """``dims·(n − L)·ln ½``: the log-det of the mean-compensation scaling charged to this level (nats)."""
+        return -dims * (self.n_levels - self.level) * LN2
+
+    def log_prob_coeffs(self, i_level: Tensor) -> Tensor:
+        """``ld_L + haar_ldj_L`` (nats, ``[B]``) for the normalised low-pass ``I_L`` ``[B, C, s, s]`` (s = 2^L or a crop).
+
+        Normalised by the actual tensor dims ``dim = numel(data)/B`` (correct for crops too).
+        """
+        if i_level.dim() != 4 or i_level.shape[1] != self.channels:
+            raise InputError(
+                f"level {self.level} expects I_{self.level} as [B, {self.channels}, s, s], got {tuple(i_level.shape)}."
+            )
+        data, cond = self.split(i_level)
+        dims = data[0].numel()
+        return self.flow_log_prob(data, cond) + self.haar_logdet(dims)
+
+    def downsample(self, x: Tensor) -> Tensor:
+        """Full-resolution normalised images (or crops) → ``I_L`` by ``n − L`` block means."""
+        return block_mean(x, self.n_levels - self.level)
+
+    def log_prob_level(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``[B]`` nats of level ``L``'s data for images in [0, 255] at the *full* image scale.
+
+        ``images`` are full-resolution images (side ``2^n``) or full-resolution crops (side ``2^n / c``); they
+        are dequantised (``generator``) and block-averaged ``n − L`` times to ``I_L``. The full model's
+        :meth:`~visionflows.wavelet.WaveletFlow.log_prob` equals the sum of this over the levels (same noise).
+        """
+        x = dequantize(images.to(self._device()), generator)
+        return self.log_prob_coeffs(self.downsample(x))
+
+    def dims_for(self, images: Tensor) -> int:
+        """The number of dimensions level ``L`` models for full-scale images (or crops) of this size."""
+        side = images.shape[-1] // 2 ** (self.n_levels - self.level)
+        return self.channels if self.level == 0 else 3 * self.channels * (side // 2) ** 2
+
+    def bits_per_dim_level(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Per-level train bits/dim ``−log_prob_L/(dim_L·ln2) + 8`` (includes the ``(n − L)`` Haar offset)."""
+        lp = self.log_prob_level(images, generator)
+        return -lp / (self.dims_for(images) * LN2) + 8.0
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:  # for DDP/compile
+        return self.log_prob_level(images, generator)
+
+    # -- sampling ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_data(
+        self,
+        cond: Tensor | None = None,
+        num_samples: int | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Sample the level's coefficients: ``I_0`` ``[n, C, 1, 1]`` (level 0) or ``D_{L−1}`` given ``cond``."""
+        ref = self._ref()
+        if self.level == 0:
+            b, side = int(num_samples or 1), 1
+        else:
+            if cond is None:
+                raise InputError(f"level {self.level} needs the low-pass I_{self.level - 1} as cond to sample.")
+            b, side = cond.shape[0], cond.shape[-1]
+        shape = (b, self.data_channels, side, side)
+        eps = torch.randn(shape, generator=generator, dtype=torch.float32).to(ref.device, ref.dtype)
+        if isinstance(self.prior, DiagonalGaussian):
+            z = eps * temperature
+            z = self.prior.loc.view(1, -1, 1, 1) + self.prior.log_scale.exp().view(1, -1, 1, 1) * z
+        else:
+            z = eps * temperature
+        return self.transform.inverse(z, cond)[0]
+
+    @torch.no_grad()
+    def sample_next(
+        self, i_prev: Tensor | None, num_samples: int | None = None, temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """One coarse-to-fine step: ``I_{L−1} → I_L`` (level 0: sample ``I_0``)."""
+        data = self.sample_data(i_prev, num_samples, temperature, generator)
+        if self.level == 0:
+            return data
+        return self.haar.merge(i_prev, data)[0]
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _ref(self) -> Tensor:
+        p = next(self.parameters(), None)
+        return p if p is not None else torch.zeros(())
+
+    def _device(self) -> torch.device:
+        return self._ref().device
+
+    def _check(self, data: Tensor, cond: Tensor | None) -> None:
+        if data.dim() != 4 or data.shape[1] != self.data_channels:
+            raise InputError(
+                f"level {self.level} models {self.data_channels} channels, got data of shape {tuple(data.shape)}."
+            )
+        if self.level > 0:
+            if cond is None or cond.shape != (data.shape[0], self.channels, *data.shape[2:]):
+                got = None if cond is None else tuple(cond.shape)
+                raise InputError(
+                    f"level {self.level} needs cond I_{self.level - 1} of shape "
+                    f"{(data.shape[0], self.channels, *data.shape[2:])}, got {got}."
+                )
+
+
+class LevelTransform(Bijector):
+    """Level ``L``'s bijective part as a :class:`Bijector` (data → latent, context = ``I_{L−1}``) for the harness."""
+
+    def __init__(self, level: WaveletLevel) -> None:
+        super().__init__()
+        self.inner = level
+
+    def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        return self.inner.transform(x, context)
+
+    def inverse(self, z: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        return self.inner.transform.inverse(z, context)
+

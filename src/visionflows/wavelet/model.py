@@ -1,0 +1,309 @@
+"""The full Wavelet Flow model: a Haar pyramid with one independent flow per level.
+
+Yu, Derpanis & Brubaker, "Wavelet Flow: Fast Training of High Resolution Normalizing Flows", NeurIPS 2020
+(arXiv:2010.13821). ``log p(x) = log p(I_0) + Σ_{k=1..n} log p(D_{k−1} | I_{k−1}) + log|det J_haar|``, where each
+Haar step maps ``I_k`` to its 2×2 block mean ``I_{k−1}`` and ``3C`` orthonormal detail bands ``D_{k−1}``. The
+log-det of the mean scaling, ``dim_L·(n−L)·ln ½``, is charged to level ``L`` so levels train and report alone.
+
+Pixel conventions: images are uint8 ``[B, C, H, W]`` (or float in [0, 255]); inside, ``x = (k + u)/256 − 0.5``.
+:meth:`WaveletFlow.log_prob` is the density of the dequantised ``x`` in these normalised units, so
+``bits/dim = −log_prob/(N·ln 2) + 8``. Samples are float tensors in [0, 255] (see :func:`to_pixels`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from visionflows.errors import InputError
+from visionflows.flows import Bijector, HaarStep, zeros_logdet
+from visionflows.io import register_model_kind
+from visionflows.wavelet.level import LN2, LN256, WaveletLevel, dequantize, level_dims, to_pixels
+
+__all__ = ["WaveletFlow", "PyramidTransform", "check_images", "n_levels_for"]
+
+
+def n_levels_for(size: int, what: str = "image") -> int:
+    """``log2(size)`` for a power-of-two ``size ≥ 2``; :class:`InputError` otherwise."""
+    if size < 2 or size & (size - 1):
+        raise InputError(
+            f"{what} size {size} is not a power of two ≥ 2; Wavelet Flow needs square 2^n × 2^n images.",
+            "crop or resize the image to a power-of-two square (e.g. 32, 64, 256).",
+        )
+    return int(round(math.log2(size)))
+
+
+def check_images(images: Tensor, channels: int, resolution: int | None = None, name: str = "images") -> None:
+    """Validate ``[B, C, H, W]`` uint8 / float-in-[0, 255] images: channels, square power-of-two size, range."""
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise InputError(f"{name} must be a [B, C, H, W] tensor, got {shape}.", "add a batch dimension (x[None]).")
+    b, c, h, w = images.shape
+    if c != channels:
+        raise InputError(
+            f"{name} have {c} channel(s) but the model was built for {channels} (shape {tuple(images.shape)}).",
+            "convert the images (RGB ↔ greyscale) or use a model with the matching channel count.",
+        )
+    if h != w:
+        raise InputError(f"{name} are {h}×{w}, not square.", "centre-crop them to a square first.")
+    n_levels_for(h, name)
+    if resolution is not None and h != resolution:
+        raise InputError(
+            f"{name} are {h}×{w} but the model's resolution is {resolution}×{resolution}.",
+            f"resize or crop the images to {resolution}×{resolution}.",
+        )
+    if images.is_floating_point():
+        if not torch.isfinite(images).all():
+            raise InputError(f"{name} contain NaN/Inf values.", "clean the data first.")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0.0 or hi > 255.0:
+            raise InputError(
+                f"float {name} must be in [0, 255], got values in [{lo:.4g}, {hi:.4g}].",
+                "pass uint8 images or floats scaled to [0, 255] (not [0, 1] or [-0.5, 0.5]).",
+            )
+    elif images.dtype != torch.uint8:
+        raise InputError(f"{name} have dtype {images.dtype}; expected uint8 or a float type in [0, 255].")
+
+
+class WaveletFlow(nn.Module):
+    """Wavelet Flow over ``channels``-colour images of ``resolution × resolution`` (a power of two).
+
+    Attributes: ``resolution``, ``channels``, ``n_levels`` (``n = log2(resolution)``; levels ``0..n``),
+    ``levels`` (``nn.ModuleList`` of :class:`~visionflows.wavelet.level.WaveletLevel`), ``level_sources``
+    (``{level: description of the checkpoint it was loaded from}``, filled by
+    :func:`~visionflows.wavelet.train.assemble`), ``kind = "waveletflow"``.
+
+    Args:
+        resolution: image side ``2^n``.
+        channels: colour channels ``C`` (3 RGB, 1 greyscale, any ``C ≥ 1``).
+        steps, widths: per-level flow steps ``K_L`` and coupling widths ``W_L`` (``n + 1`` entries or one int).
+        crops: per-level training crop factors ``c_L`` (training data only; kept with the model's config).
+        res_blocks: residual blocks per coupling network.
+        flip: random left-right flips in training (data config, kept for reference).
+        name: preset name (informational).
+    """
+
+    kind = "waveletflow"
+
+    def __init__(
+        self,
+        resolution: int,
+        channels: int = 3,
+        steps: Sequence[int] | int = 8,
+        widths: Sequence[int] | int = 128,
+        crops: Sequence[int] | int = 1,
+        res_blocks: int = 3,
+        flip: bool = False,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        n = n_levels_for(int(resolution), "model resolution")
+        if int(channels) < 1:
+            raise InputError(f"channels must be ≥ 1, got {channels}.")
+        self.resolution, self.channels, self.n_levels = int(resolution), int(channels), n
+        self.steps = _per_level(steps, n, "steps")
+        self.widths = _per_level(widths, n, "widths")
+        self.crops = _per_level(crops, n, "crops")
+        for lv, c in enumerate(self.crops):
+            if c < 1 or c & (c - 1) or c > 2 ** max(lv - 1, 0):
+                raise InputError(
+                    f"crop factor {c} for level {lv} is invalid: it must be a power of two ≤ 2^(L−1) (or 1).",
+                    "use crop factors like 1, 2, 4 that leave at least a 2×2 patch of I_L.",
+                )
+        self.res_blocks, self.flip, self.name = int(res_blocks), bool(flip), name
+        self.levels = nn.ModuleList(
+            WaveletLevel(lv, n, self.channels, self.steps[lv], self.widths[lv], self.res_blocks) for lv in range(n + 1)
+        )
+        self.haar = HaarStep(compensate=True)
+        self.level_sources: dict[int, str] = {}
+
+    # -- config ---------------------------------------------------------------------------------------------
+    def model_config(self) -> dict[str, Any]:
+        return {
+            "resolution": self.resolution,
+            "channels": self.channels,
+            "steps": list(self.steps),
+            "widths": list(self.widths),
+            "crops": list(self.crops),
+            "res_blocks": self.res_blocks,
+            "flip": self.flip,
+            "name": self.name,
+        }
+
+    @property
+    def num_dims(self) -> int:
+        """``N = C·H·W``."""
+        return self.channels * self.resolution**2
+
+    def level_dims(self) -> list[int]:
+        """``dim_L`` for every level: ``C`` at 0, ``3C·4^(L−1)`` above; sums to ``N``."""
+        return [level_dims(lv, self.channels)[0] * level_dims(lv, self.channels)[2] ** 2 for lv in range(self.n_levels + 1)]
+
+    def extra_repr(self) -> str:
+        return f"name={self.name}, resolution={self.resolution}, channels={self.channels}, n_levels={self.n_levels}"
+
+    def _ref(self) -> Tensor:
+        return next(self.parameters())
+
+    # -- densities ------------------------------------------------------------------------------------------
+    def dequantize(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Validate and dequantise: ``x = (k + u)/256 − 0.5`` (``u`` from ``generator``), on the model's device."""
+        check_images(images, self.channels, self.resolution)
+        return dequantize(images.to(self._ref().device), generator).to(self._ref().dtype)
+
+    def level_log_probs(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``[B, n+1]`` nats: level ``L``'s ``ld_L + dim_L·(n−L)·ln ½`` from one dequantisation of ``images``."""
+        x = self.dequantize(images, generator)
+        return self.level_log_probs_continuous(x)
+
+    def level_log_probs_continuous(self, x: Tensor) -> Tensor:
+        """Like :meth:`level_log_probs` for an already normalised ``x`` ``[B, C, 2^n, 2^n]``."""
+        out = [None] * (self.n_levels + 1)
+        i = x
+        for lv in range(self.n_levels, 0, -1):
+            low, details, _ = self.haar.split(i)
+            level = self.levels[lv]
+            out[lv] = level.flow_log_prob(details, low) + level.haar_logdet(details[0].numel())
+            i = low
+        level0 = self.levels[0]
+        out[0] = level0.flow_log_prob(i, None) + level0.haar_logdet(i[0].numel())
+        return torch.stack(out, dim=1)
+
+    def log_prob(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``[B]`` nats: log-density of the dequantised images in normalised units (``bpd = −lp/(N ln2) + 8``)."""
+        return self.level_log_probs(images, generator).sum(dim=1)
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.log_prob(images, generator)
+
+    def bits_per_dim(self, images: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """``{"total": [B], "levels": [B, n+1]}`` bits/dim; ``levels[:, L]`` is level L's contribution
+        ``−(log_prob_L − dim_L·ln 256)/(N·ln 2)`` (Haar term included) and the levels sum to ``total``."""
+        lp = self.level_log_probs(images, generator)
+        dims = torch.tensor(self.level_dims(), dtype=lp.dtype, device=lp.device)
+        contrib = -(lp - dims * LN256) / (self.num_dims * LN2)
+        return {"total": contrib.sum(dim=1), "levels": contrib}
+
+    # -- sampling -------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        resolution: int | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> list[Tensor]:
+        """Sample ``n`` images coarse to fine; returns ``[I_0, I_1, …]`` as float pixels in [0, 255].
+
+        The list holds one ``[n, C, 2^L, 2^L]`` tensor per resolution ``1, 2, 4, …, resolution`` (default the
+        model's). One scalar ``temperature`` for every level; ``temperature=0`` is deterministic.
+        """
+        res = self.resolution if resolution is None else int(resolution)
+        top = n_levels_for(res, "sample resolution")
+        if top > self.n_levels:
+            raise InputError(f"sample resolution {res} exceeds the model's {self.resolution}.")
+        i = self.levels[0].sample_next(None, int(n), temperature, generator)
+        out = [to_pixels(i)]
+        for lv in range(1, top + 1):
+            i = self.levels[lv].sample_next(i, None, temperature, generator)
+            out.append(to_pixels(i))
+        return out
+
+    @torch.no_grad()
+    def super_resolve(
+        self,
+        low_res: Tensor,
+        factor: int,
+        temperature: float = 1.0,
+        n_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Sample the missing detail levels of real low-resolution images.
+
+        ``low_res``: uint8 / float-in-[0, 255] ``[B, C, s, s]`` with ``s = 2^b`` and ``s·factor ≤ resolution``;
+        it is used as ``I_b`` at the bin centres (``(k + 0.5)/256 − 0.5``, no noise). Returns float pixels in
+        [0, 255], ``[B, n_samples, C, s·factor, s·factor]``.
+        """
+        check_images(low_res, self.channels, None, "low-res images")
+        s = low_res.shape[-1]
+        b = n_levels_for(s, "low-res image")
+        steps = n_levels_for(int(factor), "super-resolution factor")
+        if b + steps > self.n_levels:
+            raise InputError(
+                f"{s}×{s} × factor {factor} = {s * factor} exceeds the model's resolution {self.resolution}.",
+                f"use a factor ≤ {self.resolution // s}.",
+            )
+        x = dequantize(low_res.to(self._ref().device), noise=False).to(self._ref().dtype)
+        bsz = x.shape[0]
+        i = x.repeat_interleave(int(n_samples), dim=0)
+        for lv in range(b + 1, b + steps + 1):
+            i = self.levels[lv].sample_next(i, None, temperature, generator)
+        return to_pixels(i).reshape(bsz, int(n_samples), self.channels, s * factor, s * factor)
+
+    def pyramid(self) -> PyramidTransform:
+        """The bijective part ``x → (z_0, …, z_n)`` as a :class:`PyramidTransform`."""
+        return PyramidTransform(self)
+
+
+def _per_level(v: Sequence[int] | int, n: int, what: str) -> list[int]:
+    vals = [int(v)] * (n + 1) if isinstance(v, int) else [int(a) for a in v]
+    if len(vals) != n + 1:
+        raise InputError(f"{what} needs {n + 1} entries (levels 0..{n}), got {len(vals)}: {vals}.")
+    return vals
+
+
+class PyramidTransform(Bijector):
+    """The whole pyramid's bijective part: normalised ``x [B, C, 2^n, 2^n]`` → flat latents ``z [B, N]``.
+
+    ``z`` concatenates the flattened latents of levels ``0..n``; the log-det includes every level's flow and the
+    Haar mean-compensation (``Σ_L dim_L·(n−L)·ln ½``). The prior of every level is applied outside.
+    """
+
+    def __init__(self, model: WaveletFlow) -> None:
+        super().__init__()
+        self.channels, self.n_levels = model.channels, model.n_levels
+        self.level_dims = model.level_dims()
+        self.transforms = nn.ModuleList(level.transform for level in model.levels)  # shared with the model
+        self.haar = HaarStep(compensate=True)
+
+    def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        logdet = zeros_logdet(x)
+        zs: list[Tensor] = [x] * (self.n_levels + 1)
+        i = x
+        for lv in range(self.n_levels, 0, -1):
+            low, details, ld_h = self.haar.split(i)
+            z, ld = self.transforms[lv](details, low)
+            zs[lv] = z.reshape(x.shape[0], -1)
+            logdet = logdet + ld + ld_h
+            i = low
+        z, ld = self.transforms[0](i, None)
+        zs[0] = z.reshape(x.shape[0], -1)
+        return torch.cat(zs, dim=1), logdet + ld
+
+    def inverse(self, z: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        b, c, dims = z.shape[0], self.channels, self.level_dims
+        offsets = [0]
+        for d in dims:
+            offsets.append(offsets[-1] + d)
+        i, logdet = self.transforms[0].inverse(z[:, : dims[0]].reshape(b, c, 1, 1), None)
+        for lv in range(1, self.n_levels + 1):
+            side = 2 ** (lv - 1)
+            zl = z[:, offsets[lv] : offsets[lv + 1]].reshape(b, 3 * c, side, side)
+            details, ld = self.transforms[lv].inverse(zl, i)
+            i, ld_h = self.haar.merge(i, details)
+            logdet = logdet + ld + ld_h
+        return i, logdet
+
+
+@register_model_kind("waveletflow")
+def _build(config: dict[str, Any]) -> WaveletFlow:
+    return WaveletFlow(**config)
+
+
+@register_model_kind("waveletflow_level")
+def _build_level(config: dict[str, Any]) -> WaveletLevel:
+    return WaveletLevel(**config)
