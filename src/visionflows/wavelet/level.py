@@ -263,9 +263,9 @@ class WaveletLevel(nn.Module):
         return -dims * (self.n_levels - self.level) * LN2
 
     def log_prob_coeffs(self, i_level: Tensor) -> Tensor:
-        """``ld_L + haar_ldj_L`` (nats, ``[B]``) for the normalised low-pass ``I_L`` ``[B, C, s, s]`` (s = 2^L or a crop).
+        """``ld_L + haar_ldj_L`` (nats, ``[B]``) for the normalised low-pass ``I_L`` ``[B, C, s, s]``.
 
-        Normalised by the actual tensor dims ``dim = numel(data)/B`` (correct for crops too).
+        ``s = 2^L`` (or less for a crop). Normalised by the actual tensor dims ``dim = numel(data)/B``.
         """
         if i_level.dim() != 4 or i_level.shape[1] != self.channels:
             raise InputError(

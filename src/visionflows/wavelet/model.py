@@ -141,7 +141,8 @@ class WaveletFlow(nn.Module):
 
     def level_dims(self) -> list[int]:
         """``dim_L`` for every level: ``C`` at 0, ``3C·4^(L−1)`` above; sums to ``N``."""
-        return [level_dims(lv, self.channels)[0] * level_dims(lv, self.channels)[2] ** 2 for lv in range(self.n_levels + 1)]
+        dims = [level_dims(lv, self.channels) for lv in range(self.n_levels + 1)]
+        return [c * side**2 for c, _, side in dims]
 
     def extra_repr(self) -> str:
         return f"name={self.name}, resolution={self.resolution}, channels={self.channels}, n_levels={self.n_levels}"
