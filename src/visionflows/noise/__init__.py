@@ -7,6 +7,7 @@ Public API: :class:`NoiseFlow` and its presets (:func:`create_model`, :func:`lis
 
 from __future__ import annotations
 
+from visionflows.noise.baselines import CameraNLF, GaussianNoise, HeteroscedasticNoise
 from visionflows.noise.context import NoiseContext
 from visionflows.noise.layers import GainLayer, NoiseFlowCouplingNet, SignalDependentLayer, unconditional_step
 from visionflows.noise.model import PRESETS, NoiseFlow, count_parameters, create_model, list_models
@@ -17,6 +18,9 @@ __all__ = [
     "CAMERAS",
     "ISOS",
     "PRESETS",
+    "CameraNLF",
+    "GaussianNoise",
+    "HeteroscedasticNoise",
     "GainLayer",
     "NoiseContext",
     "NoiseFlow",
