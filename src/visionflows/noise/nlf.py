@@ -133,9 +133,7 @@ def load_nlf_table(path: str | Path) -> dict[tuple[str, int], tuple[float, float
     try:
         lines = p.read_text().splitlines()
     except OSError as exc:
-        raise DataError(
-            f"Cannot read NLF table {p}: {exc}.", "Pass an existing cam_iso_nlf*.txt file."
-        ) from exc
+        raise DataError(f"Cannot read NLF table {p}: {exc}.", "Pass an existing cam_iso_nlf*.txt file.") from exc
     table: dict[tuple[str, int], tuple[float, float]] = {}
     for lineno, line in enumerate(lines, 1):
         line = line.strip()

@@ -169,8 +169,7 @@ def _read_block(index: bytes, offset: int, size: int, name: str, verify_crc: boo
     ctype = index[offset + size]
     if ctype != 0:
         raise CheckpointError(
-            f"Checkpoint index {name} uses block compression type {ctype}; only uncompressed blocks are "
-            "supported.",
+            f"Checkpoint index {name} uses block compression type {ctype}; only uncompressed blocks are supported.",
             "Re-save the checkpoint with TensorFlow (bundles are written uncompressed by default).",
         )
     if verify_crc:
@@ -301,9 +300,7 @@ def read_tf_checkpoint(ckpt_prefix_or_dir: str | Path, verify_crc: bool = True) 
             )
         tensors.append((tname, fields))
     if num_shards < 1:
-        raise CheckpointError(
-            f"Checkpoint {name} declares {num_shards} shards.", "Re-download the checkpoint."
-        )
+        raise CheckpointError(f"Checkpoint {name} declares {num_shards} shards.", "Re-download the checkpoint.")
 
     shards: dict[int, bytes] = {}
 
