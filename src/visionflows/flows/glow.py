@@ -151,7 +151,10 @@ class Glow(nn.Module):
 
 
 class GlowImageTask:
-    """Trainer task: Glow on random crops (+ optional flips) of a uint8 image tensor ``[N, C, H, W]``.
+    """Trainer task: Glow on random crops (+ optional flips) of uint8 images.
+
+    ``images`` is a uint8 tensor ``[N, C, H, W]`` or an :class:`~visionflows.data.images.ImagePool` (its
+    ``eval_images`` are used for evaluation unless ``test_images`` is given).
 
     ``loss`` is the mean bits/dim of the batch (``per_dim``); ``evaluate`` scores ``test_images`` (centre
     crops) with a fixed dequantisation seed.
@@ -162,7 +165,7 @@ class GlowImageTask:
 
     def __init__(
         self,
-        images: Tensor,
+        images: Any,
         resolution: int = 32,
         levels: int = 3,
         steps: int = 8,
@@ -171,21 +174,28 @@ class GlowImageTask:
         test_images: Tensor | None = None,
         flip: bool = False,
     ) -> None:
-        check_nchw(images, None, "training images")
-        if images.shape[2] < resolution or images.shape[3] < resolution:
-            raise InputError(f"training images {tuple(images.shape)} are smaller than the crop {resolution}.")
+        if hasattr(images, "crops"):  # an ImagePool
+            self.pool, self.channels = images, images.channels
+            test_images = images.eval_images if test_images is None else test_images
+        else:
+            check_nchw(images, None, "training images")
+            if images.shape[2] < resolution or images.shape[3] < resolution:
+                raise InputError(f"training images {tuple(images.shape)} are smaller than the crop {resolution}.")
+            self.pool, self.channels = None, int(images.shape[1])
         self.images, self.test_images = images, test_images
         self.resolution, self.levels, self.steps, self.width = resolution, levels, steps, width
         self.batch_size, self.flip = batch_size, flip
 
     def build_model(self) -> Glow:
-        return Glow(self.images.shape[1], self.resolution, self.levels, self.steps, self.width)
+        return Glow(self.channels, self.resolution, self.levels, self.steps, self.width)
 
     def config(self) -> dict[str, Any]:
         return dict(resolution=self.resolution, levels=self.levels, steps=self.steps, width=self.width,
-                    batch_size=self.batch_size, flip=self.flip, n_images=int(self.images.shape[0]))
+                    batch_size=self.batch_size, flip=self.flip, n_images=len(self.images))
 
     def batch(self, step: int, generator: torch.Generator) -> Tensor:
+        if self.pool is not None:
+            return dequantize(self.pool.crops(self.batch_size, self.resolution, generator, self.flip), generator)
         n, _, h, w = self.images.shape
         r = self.resolution
         idx = torch.randint(0, n, (self.batch_size,), generator=generator)

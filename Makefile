@@ -1,0 +1,38 @@
+# visionflows: the two commands of the README.
+#   make demo   installs into .venv (CPU PyTorch first) and runs `visionflows demo`
+#   make test   installs into .venv and runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch 2.13.0 is the CPU build on this project's machines; torch>=2.3 stays open in pyproject.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install demo demo-quick test lint docs bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test,docs]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/visionflows demo
+
+demo-quick: install
+	$(BIN)/visionflows demo --quick
+
+test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+docs: install
+	$(BIN)/mkdocs build --strict -d site
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
