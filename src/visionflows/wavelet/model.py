@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from visionflows.errors import InputError
+from visionflows.errors import CheckpointError, InputError
 from visionflows.flows import Bijector, HaarStep, zeros_logdet
 from visionflows.io import register_model_kind
 from visionflows.wavelet.level import LN2, LN256, WaveletLevel, dequantize, level_dims, to_pixels
@@ -150,6 +150,15 @@ class WaveletFlow(nn.Module):
     def _ref(self) -> Tensor:
         return next(self.parameters())
 
+    def require_levels(self, levels: Sequence[int]) -> None:
+        """Raise :class:`CheckpointError` if any of ``levels`` was not loaded by :func:`assemble`."""
+        bad = [lv for lv in levels if self.level_sources.get(lv) == "untrained"]
+        if bad:
+            raise CheckpointError(
+                f"level(s) {bad} of this model have no trained checkpoint (see model.level_sources).",
+                f"train level {bad[0]} (visionflows wavelet train --level {bad[0]}) before using it.",
+            )
+
     # -- densities ------------------------------------------------------------------------------------------
     def dequantize(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Validate and dequantise: ``x = (k + u)/256 − 0.5`` (``u`` from ``generator``), on the model's device."""
@@ -158,6 +167,7 @@ class WaveletFlow(nn.Module):
 
     def level_log_probs(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``[B, n+1]`` nats: level ``L``'s ``ld_L + dim_L·(n−L)·ln ½`` from one dequantisation of ``images``."""
+        self.require_levels(range(self.n_levels + 1))
         x = self.dequantize(images, generator)
         return self.level_log_probs_continuous(x)
 
@@ -207,6 +217,7 @@ class WaveletFlow(nn.Module):
         top = n_levels_for(res, "sample resolution")
         if top > self.n_levels:
             raise InputError(f"sample resolution {res} exceeds the model's {self.resolution}.")
+        self.require_levels(range(top + 1))
         i = self.levels[0].sample_next(None, int(n), temperature, generator)
         out = [to_pixels(i)]
         for lv in range(1, top + 1):
@@ -238,6 +249,7 @@ class WaveletFlow(nn.Module):
                 f"{s}×{s} × factor {factor} = {s * factor} exceeds the model's resolution {self.resolution}.",
                 f"use a factor ≤ {self.resolution // s}.",
             )
+        self.require_levels(range(b + 1, b + steps + 1))
         x = dequantize(low_res.to(self._ref().device), noise=False).to(self._ref().dtype)
         bsz = x.shape[0]
         i = x.repeat_interleave(int(n_samples), dim=0)
