@@ -1,0 +1,173 @@
+"""Training Noise Flow on the shared trainer: :class:`NoiseFlowTask` (a :class:`~visionflows.training.TrainTask`).
+
+Loss = mean NLL per patch divided by the values per patch, so the reported ``per_dim`` is nats/dim (the paper's
+unit; dividing by 4096 only rescales gradients). Paper settings (reference ``noiseflow.md`` §4): Adam, lr 1e-4
+constant, batches of 138 patches of 32×32 from one image. The CLI's fast CPU default uses lr 1e-3.
+
+Data: a dict of tensors / :class:`~visionflows.noise.simulator.SimulatedSidd` (``clean``, ``noise``
+``[N, 4, p, p]``, ``iso``, ``camera`` ``[N]``): each batch draws ``batch_size`` random patches. Or a
+:class:`~visionflows.data.sidd.SiddRawDataset`: each batch is ``batch_size`` random patches of **one** image
+(one camera and ISO per batch, as the official code); images are read through a small cache that changes every
+``image_window`` steps, so a step never reads more than one new image file.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from visionflows.errors import ConfigError, DataError
+from visionflows.noise.metrics import iter_test_batches
+from visionflows.noise.model import PRESETS, NoiseFlow, create_model
+
+__all__ = ["NoiseFlowTask"]
+
+
+def _as_tensors(data: Any) -> dict[str, Tensor] | None:
+    if hasattr(data, "tensors") and callable(data.tensors):
+        data = data.tensors()
+    if isinstance(data, dict):
+        missing = [k for k in ("clean", "noise", "iso", "camera") if k not in data]
+        if missing:
+            raise DataError(f"training data lacks {missing}.", "give clean, noise [N,4,H,W], iso and camera [N].")
+        out = {k: torch.as_tensor(data[k]) for k in ("clean", "noise", "iso", "camera")}
+        if out["clean"].shape[0] == 0:
+            raise DataError("the training set is empty.", "give at least one patch.")
+        return out
+    return None
+
+
+class NoiseFlowTask:
+    """Train a Noise Flow preset on simulated or SIDD patches.
+
+    Args:
+        train_data: tensors dict / SimulatedSidd, or a SiddRawDataset (see module docstring).
+        test_data: same kinds, for :meth:`evaluate` (test NLL in nats/dim); ``None`` to skip.
+        preset: a :data:`~visionflows.noise.model.PRESETS` name.
+        batch_size: patches per batch (138 in the paper).
+        eval_batches: at most this many test batches of ``eval_batch_size`` in :meth:`evaluate` (None: all).
+        continuous_iso, width, seed: passed to :class:`NoiseFlow`.
+    """
+
+    name = "noiseflow"
+    unit = "nats/dim"
+
+    def __init__(
+        self,
+        train_data: Any,
+        test_data: Any = None,
+        preset: str = "noiseflow",
+        batch_size: int = 138,
+        eval_batches: int | None = 50,
+        eval_batch_size: int = 138,
+        width: int = 4,
+        continuous_iso: bool = False,
+        seed: int = 0,
+        image_window: int = 100,
+        cache_images: int = 4,
+        data_description: str = "",
+    ) -> None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown Noise Flow preset {preset!r}.", f"choose one of {', '.join(PRESETS)}.")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+        self.preset = preset
+        self.batch_size = int(batch_size)
+        self.eval_batches = eval_batches
+        self.eval_batch_size = int(eval_batch_size)
+        self.width = int(width)
+        self.continuous_iso = bool(continuous_iso)
+        self.seed = int(seed)
+        self.image_window = int(image_window)
+        self.cache_images = int(cache_images)
+        self.data_description = data_description
+        self.train_tensors = _as_tensors(train_data)
+        self.train_images = None if self.train_tensors is not None else train_data
+        if self.train_images is not None and not (hasattr(train_data, "images") and hasattr(train_data, "load_image")):
+            raise DataError(f"cannot train on data of type {type(train_data).__name__}.",
+                            "pass a dict of tensors, a SimulatedSidd or a SiddRawDataset.")
+        self.test_data = test_data
+        self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
+
+    # -- TrainTask ------------------------------------------------------------------------------------
+    def build_model(self) -> NoiseFlow:
+        return create_model(self.preset, width=self.width, continuous_iso=self.continuous_iso, seed=self.seed)
+
+    def config(self) -> dict[str, Any]:
+        n = int(self.train_tensors["clean"].shape[0]) if self.train_tensors is not None else None
+        return {
+            "preset": self.preset,
+            "arch": PRESETS[self.preset][0],
+            "batch_size": self.batch_size,
+            "width": self.width,
+            "continuous_iso": self.continuous_iso,
+            "seed": self.seed,
+            "train_patches": n,
+            "train_images": None if self.train_images is None else len(self.train_images.images),
+            "data": self.data_description,
+        }
+
+    def _image(self, idx: int) -> dict[str, Any]:
+        if idx in self._cache:
+            self._cache.move_to_end(idx)
+            return self._cache[idx]
+        data = self.train_images.load_image(self.train_images.images[idx])
+        self._cache[idx] = data
+        while len(self._cache) > self.cache_images:
+            self._cache.popitem(last=False)
+        return data
+
+    def batch(self, step: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """``{noise, clean [B,4,p,p], iso, camera [B]}``, deterministic given ``generator`` (and ``step``)."""
+        if self.train_tensors is not None:
+            t = self.train_tensors
+            idx = torch.randint(0, t["clean"].shape[0], (self.batch_size,), generator=generator)
+            return {k: v[idx] for k, v in t.items()}
+        n_images = len(self.train_images.images)
+        window = np.random.default_rng([self.seed, max(step, 0) // max(1, self.image_window)])
+        pool = window.choice(n_images, size=min(self.cache_images, n_images), replace=False)
+        img = int(pool[int(torch.randint(0, len(pool), (1,), generator=generator))])
+        d = self._image(img)
+        n = d["clean"].shape[0]
+        pick = torch.randint(0, n, (self.batch_size,), generator=generator).numpy()
+        return {
+            "clean": torch.from_numpy(np.ascontiguousarray(d["clean"][pick])),
+            "noise": torch.from_numpy(np.ascontiguousarray(d["noise"][pick])),
+            "iso": torch.full((self.batch_size,), int(d["iso"]), dtype=torch.long),
+            "camera": torch.full((self.batch_size,), int(d["camera"]), dtype=torch.long),
+        }
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """Mean NLL per patch / values per patch (nats/dim)."""
+        ref = next(model.parameters())
+        noise = batch["noise"].to(ref.device, ref.dtype)
+        clean = batch["clean"].to(ref.device, ref.dtype)
+        lp = model(noise, clean, batch["iso"].to(ref.device), batch["camera"].to(ref.device))
+        loss = -lp.float().mean() / noise[0].numel()
+        return loss, {"per_dim": float(loss.detach())}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Test NLL in nats/dim (eval-mode BN) over at most ``eval_batches`` batches; ``{}`` without test data."""
+        if self.test_data is None:
+            return {}
+        was_training = model.training
+        model.eval()
+        ref = next(model.parameters())
+        total, count = 0.0, 0
+        try:
+            for b, batch in enumerate(iter_test_batches(self.test_data, self.eval_batch_size)):
+                if self.eval_batches is not None and b >= self.eval_batches:
+                    break
+                noise = batch["noise"].to(ref.device, ref.dtype)
+                lp = model(noise, batch["clean"].to(ref.device, ref.dtype), batch["iso"].to(ref.device),
+                           batch["camera"].to(ref.device))
+                total += float((-lp.double() / noise[0].numel()).sum())
+                count += int(noise.shape[0])
+        finally:
+            model.train(was_training)
+        return {"test_nll": total / max(count, 1), "test_patches": float(count)}
