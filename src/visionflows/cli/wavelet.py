@@ -74,9 +74,9 @@ def _load(args: argparse.Namespace, require=None):
 
     if args.run_dir:
         return assemble(args.run_dir, require=require)
-    from visionflows.io import load_model
+    from visionflows.wavelet.train import load_wavelet
 
-    model = load_model(args.model)
+    model = load_wavelet(args.model)
     if not isinstance(model, WaveletFlow):
         raise CheckpointError(
             f"{args.model} holds a {getattr(model, 'kind', '?')} model, not a full Wavelet Flow.",

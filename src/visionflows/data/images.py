@@ -61,6 +61,17 @@ BUILTIN_PHOTOS = (
     "motorcycle_right",
 )
 BUILTIN_TEST = ("chelsea", "coffee")
+_BUILTIN_FILES = {
+    "astronaut": "astronaut.png",
+    "coffee": "coffee.png",
+    "chelsea": "chelsea.png",
+    "rocket": "rocket.jpg",
+    "hubble_deep_field": "hubble_deep_field.jpg",
+    "immunohistochemistry": "ihc.png",
+    "retina": "retina.jpg",
+    "motorcycle_left": "motorcycle_left.png",
+    "motorcycle_right": "motorcycle_right.png",
+}
 
 
 # ------------------------------------------------------------------------------------------------ basics
@@ -221,7 +232,11 @@ def builtin_photos(split: str = "train", channels: int = 3) -> list[Tensor]:
     ]
     out = []
     for name in names:
-        arr = np.asarray(getattr(skdata, name)(), dtype=np.uint8)
+        path = Path(skdata.data_dir) / _BUILTIN_FILES[name]
+        if path.is_file():
+            out.append(load_image(path, channels))
+            continue
+        arr = np.asarray(getattr(skdata, name)(), dtype=np.uint8)  # fall back to skimage's own loader
         t = torch.from_numpy(arr.copy())
         t = t[None] if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
         out.append(to_channels(t, channels, f"skimage.data.{name}"))
@@ -341,8 +356,8 @@ def open_images(
         held = builtin_photos("test", channels)
         short = short_side or 4 * resolution
         eval_imgs = grid_crops([_short_side(im, short) for im in held], resolution)
-        return ImagePool(photos, resolution, "crop", short, eval_imgs if split == "train" else None,
-                         f"builtin:{split}")
+        desc = f"builtin photos ({split}; evaluation on held-out {', '.join(BUILTIN_TEST)})"
+        return ImagePool(photos, resolution, "crop", short, eval_imgs, desc)
     path = Path(spec)
     if path.suffix.lower() == ".npz":
         imgs = load_imagenet_npz(path)

@@ -28,6 +28,7 @@ __all__ = [
     "WaveletLevelTask",
     "assemble",
     "level_run_dir",
+    "load_wavelet",
     "steps_summary",
     "train_all_levels",
     "train_level",
@@ -271,6 +272,27 @@ def _tail(path: Path, n: int = 3) -> str:
     return " | ".join(lines[-n:])
 
 
+def load_wavelet(path: str | os.PathLike) -> WaveletFlow | WaveletLevel:
+    """Load a ``waveletflow`` or ``waveletflow_level`` model file (or run/checkpoint dir) without other kinds."""
+    import json
+
+    from visionflows.io import read_model_file
+
+    meta, state = read_model_file(path)
+    kind = meta.get("kind")
+    builders = {"waveletflow": WaveletFlow, "waveletflow_level": WaveletLevel}
+    if kind not in builders:
+        raise CheckpointError(f"{path} holds a {kind!r} model, not a Wavelet Flow.", "pass a Wavelet Flow model file.")
+    try:
+        model = builders[kind](**json.loads(meta["config"]))
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, KeyError, ValueError) as err:
+        raise CheckpointError(f"{path} does not match a {kind} model: {str(err).splitlines()[0]}") from err
+    model.file_metadata = meta
+    model.eval()
+    return model
+
+
 def _level_file(path: Path) -> Path:
     """A checkpoint file, checkpoint dir or run dir → its (newest) ``model.safetensors``."""
     from visionflows.training import find_checkpoints
@@ -297,8 +319,6 @@ def assemble(
     other missing levels stay untrained and are marked ``"untrained"`` in ``model.level_sources`` (using them
     raises :class:`CheckpointError`). ``model.level_sources[L]`` says which file and step each level came from.
     """
-    from visionflows.io import load_model
-
     found: dict[int, Path] = {}
     if isinstance(source, Mapping):
         for lv, path in source.items():
@@ -320,9 +340,9 @@ def assemble(
             file = _level_file(found[lv])
         except CheckpointError:
             continue
-        model = load_model(file)
+        model = load_wavelet(file)
         if not isinstance(model, WaveletLevel):
-            raise CheckpointError(f"{file} holds a {getattr(model, 'kind', '?')} model, not a Wavelet Flow level.")
+            raise CheckpointError(f"{file} holds a full Wavelet Flow, not one level; pass it as a model file.")
         if model.level != lv:
             raise CheckpointError(f"{file} holds level {model.level}, but was given as level {lv}.")
         levels[lv] = model
