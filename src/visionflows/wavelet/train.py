@@ -163,6 +163,7 @@ def train_level(
     checkpoint_every: int | None = None,
     eval_every: int = 0,
     device: str = "auto",
+    tensorboard: bool = True,
     **overrides: Any,
 ):
     """Train level ``level`` of ``preset`` into ``run_dir`` with Glow's Adamax and linear warm-up.
@@ -189,6 +190,7 @@ def train_level(
         num_threads=num_threads,
         progress=progress,
         device=device,
+        tensorboard=tensorboard,
     )
     return train(task, config, run_dir, resume=resume, overwrite=overwrite)
 
