@@ -64,7 +64,7 @@ def _import_kind_modules() -> None:
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as err:
-            if err.name != mod:
+            if not (err.name and (mod == err.name or mod.startswith(err.name + "."))):
                 raise
 
 

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as err:
-            if err.name != name:
+            if not (err.name and (name == err.name or name.startswith(err.name + "."))):
                 raise
             continue
         mod.register(sub)

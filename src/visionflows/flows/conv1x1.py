@@ -86,22 +86,40 @@ class LUInvertibleConv1x1(_Conv1x1Base):
         w = random_rotation(channels, generator).numpy()
         p, lower, upper = scipy.linalg.lu(w)
         s = upper.diagonal().copy()
+        rows, cols = torch.tril_indices(channels, channels, -1)
+        self.register_buffer("tril_index", torch.stack([rows, cols]), persistent=False)
         self.register_buffer("permutation", torch.from_numpy(p).float())
         self.register_buffer("sign_s", torch.from_numpy(s).sign().float())
-        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1))
-        self.lower = nn.Parameter(torch.from_numpy(lower).float() * self.lower_mask)
-        self.upper = nn.Parameter(torch.from_numpy(upper).float().triu(1))
+        # only the free entries are parameters: C(C−1)/2 below and above the diagonal
+        self.lower = nn.Parameter(torch.from_numpy(lower).float()[rows, cols])
+        self.upper = nn.Parameter(torch.from_numpy(upper).float()[cols, rows])
         self.log_s = nn.Parameter(torch.from_numpy(abs(s)).log().float())
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, row_vector={self.row_vector}"
 
+    def lower_matrix(self) -> Tensor:
+        """Unit lower-triangular ``L`` ``[C, C]``."""
+        rows, cols = self.tril_index
+        m = torch.eye(self.channels, device=self.lower.device, dtype=self.lower.dtype)
+        return m.index_put((rows, cols), self.lower)
+
+    def upper_matrix(self) -> Tensor:
+        """``U + diag(sign·exp(log_s))`` ``[C, C]``."""
+        rows, cols = self.tril_index
+        m = torch.diag(self.sign_s.to(self.log_s.dtype) * torch.exp(self.log_s))
+        return m.index_put((cols, rows), self.upper)
+
+    @torch.no_grad()
+    def set_triangles(self, lower: Tensor, upper: Tensor) -> None:
+        """Set the free entries from full ``[C, C]`` strictly lower / strictly upper matrices."""
+        rows, cols = self.tril_index
+        self.lower.copy_(torch.as_tensor(lower, dtype=self.lower.dtype)[rows, cols])
+        self.upper.copy_(torch.as_tensor(upper, dtype=self.upper.dtype)[cols, rows])
+
     def matrix(self) -> Tensor:
         """``A = P L (U + diag(sign·exp(log_s)))`` as ``[C, C]``."""
-        eye = torch.eye(self.channels, device=self.lower.device, dtype=self.lower.dtype)
-        lower = self.lower * self.lower_mask + eye
-        upper = self.upper.triu(1) + torch.diag(self.sign_s * torch.exp(self.log_s))
-        return self.permutation @ lower @ upper
+        return self.permutation.to(self.lower.dtype) @ self.lower_matrix() @ self.upper_matrix()
 
     def weight(self) -> Tensor:
         a = self.matrix()

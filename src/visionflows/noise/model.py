@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from visionflows.errors import ConfigError, InputError
-from visionflows.flows import Bijector, Compose, LUInvertibleConv1x1, StandardNormal
+from visionflows.flows import Bijector, Compose, StandardNormal
 from visionflows.io import register_model_kind
 from visionflows.noise.context import NoiseContext
 from visionflows.noise.layers import GainLayer, SignalDependentLayer, unconditional_step
@@ -73,20 +73,16 @@ def resolve_context(
 
 
 def count_parameters(module: nn.Module, trainable: bool = True) -> int:
-    """Number of free parameter values: LU triangles count only their free entries (``C(C−1)/2`` each), as the
-    official code stores them as vectors. ``trainable=False`` adds the fixed unused ``rescaling_scale0`` scalars
-    (the official count, as TF counts trainable variables)."""
+    """Number of trainable parameter values; ``trainable=False`` adds the fixed unused ``rescaling_scale0``
+    scalars (the official count, as TF counts trainable variables)."""
     total = 0
     seen: set[int] = set()
     for m in module.modules():
-        for name, p in m.named_parameters(recurse=False):
+        for _name, p in m.named_parameters(recurse=False):
             if id(p) in seen or not p.requires_grad:
                 continue
             seen.add(id(p))
-            if isinstance(m, LUInvertibleConv1x1) and name in ("lower", "upper"):
-                total += m.channels * (m.channels - 1) // 2
-            else:
-                total += p.numel()
+            total += p.numel()
         if not trainable:
             for name, b in m.named_buffers(recurse=False):
                 if name == "unused_rescaling_scale":

@@ -100,8 +100,10 @@ def official_state(model: NoiseFlow, tensors: dict[str, np.ndarray], template_or
                 pre = f"level0/bijector{b}/Conv2d_1x1_{b}/"
                 suf = f"_matpar_lu_conv2d_1x1_{b}_0"
                 put(conv.permutation, _get(tensors, f"{pre}P{suf}", path))
-                put(conv.lower, lower_from_vector(_get(tensors, f"{pre}L_vec{suf}", path)))
-                put(conv.upper, upper_from_vector(_get(tensors, f"{pre}U_vec{suf}", path)))
+                conv.set_triangles(
+                    torch.from_numpy(lower_from_vector(_get(tensors, f"{pre}L_vec{suf}", path))),
+                    torch.from_numpy(upper_from_vector(_get(tensors, f"{pre}U_vec{suf}", path))),
+                )
                 put(conv.log_s, _get(tensors, f"{pre}log_S{suf}", path))
                 put(conv.sign_s, _get(tensors, f"{pre}sign_S{suf}", path))
                 coupling = model.layer(f"coupling_{b}")

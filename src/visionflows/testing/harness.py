@@ -112,7 +112,7 @@ def check_bijector(case: BijectorCase, perturb: float = 0.1, seed: int = 0) -> d
     if report["roundtrip64"] > case.rtol64:
         _fail(name, f"float64 round trip relative error {report['roundtrip64']:.3g} > {case.rtol64}")
     report["logdet_sum"] = float((ld64 + ldi64).detach().abs().max())
-    if report["logdet_sum"] > 1e-8 * max(1.0, float(ld64.abs().max())):
+    if report["logdet_sum"] > 1e-8 * max(1.0, float(ld64.detach().abs().max())):
         _fail(name, f"forward and inverse log-dets do not cancel (max |sum| {report['logdet_sum']:.3g})")
 
     def flat_forward(v: Tensor) -> Tensor:
@@ -121,7 +121,7 @@ def check_bijector(case: BijectorCase, perturb: float = 0.1, seed: int = 0) -> d
     jac = torch.autograd.functional.jacobian(flat_forward, x64.reshape(-1), vectorize=True)
     if jac.shape[0] != jac.shape[1]:
         _fail(name, f"the layer changes the number of values ({jac.shape[1]} -> {jac.shape[0]})")
-    sign, logabsdet = torch.linalg.slogdet(jac)
+    sign, logabsdet = torch.linalg.slogdet(jac.detach())
     if sign == 0:
         _fail(name, "the Jacobian is singular")
     report["logdet_vs_jacobian"] = abs(float(logabsdet) - float(ld64.sum()))
@@ -137,7 +137,9 @@ def check_bijector(case: BijectorCase, perturb: float = 0.1, seed: int = 0) -> d
     weights = torch.randn(zg.shape, generator=gen)
     if any(p.requires_grad for p in layer.parameters()):
         ((zg * weights).sum() + (zg * zg).sum() + ldg.sum()).backward()
-    missing = [n for n, p in layer.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    missing = [
+        n for n, p in layer.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     if missing:
         _fail(name, f"no gradient reaches parameter(s) {missing}")
     layer.zero_grad(set_to_none=True)
