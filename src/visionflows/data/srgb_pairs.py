@@ -1,0 +1,248 @@
+"""Real sRGB noisy/clean image pairs: discovery, validation, held-out split by image, random aligned patches.
+
+Layout (as ``shared/data/srgb_pairs/{sidd_crops,cc15}``): a folder (searched recursively) of aligned
+``<stem>_noisy.png`` / ``<stem>_clean.png`` pairs. Camera and ISO are parsed from stems like
+``{camera}_iso{N}_{k}`` (e.g. ``d800_iso3200_1``); other stems (``0``, ``11``) have unknown camera and ISO.
+
+Every problem names the file: a missing partner, a size mismatch, 16-bit files (only 8-bit is supported,
+including 8/16-bit mixes), non-RGB images and pairs whose content is visibly shifted (misaligned) raise
+:class:`~visionflows.errors.DataError`.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from visionflows.errors import DataError, InputError
+
+__all__ = ["SRGBPair", "SRGBPairs", "find_pairs", "read_png_u8", "check_alignment", "load_pairs", "parse_stem"]
+
+_STEM_RE = re.compile(r"^(?P<camera>[A-Za-z0-9]+)_iso(?P<iso>\d+)(?:_.*)?$", re.IGNORECASE)
+
+
+def parse_stem(stem: str) -> tuple[str | None, int | None]:
+    """``'d800_iso3200_1'`` → ``('d800', 3200)``; stems without ``_iso`` → ``(None, None)``."""
+    m = _STEM_RE.match(stem)
+    if not m:
+        return None, None
+    return m.group("camera").lower(), int(m.group("iso"))
+
+
+@dataclass(frozen=True)
+class SRGBPair:
+    """One pair of files; ``name`` is the stem relative to the root (``cc15/d800_iso3200_1``)."""
+
+    name: str
+    noisy_path: Path
+    clean_path: Path
+    camera: str | None = None
+    iso: int | None = None
+
+
+def find_pairs(root: str | Path) -> list[SRGBPair]:
+    """All ``*_noisy.png`` / ``*_clean.png`` pairs under ``root`` (recursive), sorted by name.
+
+    Raises DataError if ``root`` is missing, holds no pairs, or a file has no partner.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"sRGB pair folder {root} does not exist.",
+                        "pass a folder of <name>_noisy.png / <name>_clean.png pairs.")
+    noisy = {p.with_name(p.name[: -len("_noisy.png")]): p for p in root.rglob("*_noisy.png")}
+    clean = {p.with_name(p.name[: -len("_clean.png")]): p for p in root.rglob("*_clean.png")}
+    for stem in sorted(set(noisy) ^ set(clean)):
+        have, want = (noisy[stem], "clean") if stem in noisy else (clean[stem], "noisy")
+        raise DataError(f"{have} has no {want} partner (expected {stem.name}_{want}.png next to it).",
+                        f"add the {want} image or remove the orphan file.")
+    if not noisy:
+        raise DataError(f"no *_noisy.png / *_clean.png pairs found under {root}.",
+                        "check the folder; files must be named <name>_noisy.png and <name>_clean.png.")
+    pairs = []
+    for stem in sorted(noisy, key=lambda s: str(s.relative_to(root))):
+        cam, iso = parse_stem(stem.name)
+        pairs.append(SRGBPair(str(stem.relative_to(root)), noisy[stem], clean[stem], cam, iso))
+    return pairs
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    """Bit depth from a PNG's IHDR chunk (None for non-PNG files)."""
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or len(head) < 26:
+        return None
+    return int(struct.unpack(">B", head[24:25])[0])
+
+
+def read_png_u8(path: str | Path) -> np.ndarray:
+    """An 8-bit image file as ``uint8 [H, W, 3]`` (grey is repeated, alpha dropped). DataError otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        depth = _png_bit_depth(path)
+        with Image.open(path) as im:
+            mode = im.mode
+            if depth is not None and depth > 8 or mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                raise DataError(f"{path} is a {depth or 16}-bit image; only 8-bit sRGB pairs are supported.",
+                                "convert both images of the pair to 8-bit PNG.")
+            if mode not in ("RGB", "RGBA", "L", "P", "LA"):
+                raise DataError(f"{path} has unsupported image mode {mode}.", "save it as an 8-bit RGB PNG.")
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError) as err:
+        raise DataError(f"{path} is not a readable image ({err}).", "re-export the file as an 8-bit PNG.") from err
+    return arr
+
+
+def check_alignment(noisy: np.ndarray, clean: np.ndarray, name: str, max_shift: int = 3, crop: int = 192) -> None:
+    """DataError if the clean image matches the noisy one clearly better at a non-zero shift (≤ ``max_shift``).
+
+    Compares the mean absolute difference of grey central crops at every integer shift; an aligned pair has
+    its minimum at (0, 0). A shift must beat (0, 0) by 10 % to count, so pure noise never triggers it.
+    """
+    g_n = noisy.astype(np.float32).mean(-1)
+    g_c = clean.astype(np.float32).mean(-1)
+    h, w = g_n.shape
+    s = max_shift
+    if h <= 2 * s + 8 or w <= 2 * s + 8:
+        return
+    ch, cw = min(crop, h - 2 * s), min(crop, w - 2 * s)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    ref = g_n[top : top + ch, left : left + cw]
+    best, best_err, err0 = (0, 0), np.inf, None
+    for dy in range(-s, s + 1):
+        for dx in range(-s, s + 1):
+            err = float(np.abs(ref - g_c[top + dy : top + dy + ch, left + dx : left + dx + cw]).mean())
+            if dy == 0 and dx == 0:
+                err0 = err
+            if err < best_err:
+                best, best_err = (dy, dx), err
+    if best != (0, 0) and err0 is not None and best_err < 0.9 * err0:
+        raise DataError(f"pair {name}: the clean image is misaligned with the noisy one (best match at a shift of "
+                        f"{best[0]} rows, {best[1]} columns).", "register the clean image to the noisy one.")
+
+
+@dataclass
+class SRGBPairs:
+    """Loaded pairs: ``noisy``/``clean`` lists of ``uint8 [H, W, 3]``; ``cameras`` / ``isos`` per image."""
+
+    names: list[str]
+    noisy: list[np.ndarray]
+    clean: list[np.ndarray]
+    cameras: list[str | None]
+    isos: list[int | None]
+    root: str = ""
+    _weights: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, idx: Sequence[int]) -> SRGBPairs:
+        idx = list(idx)
+        return SRGBPairs([self.names[i] for i in idx], [self.noisy[i] for i in idx], [self.clean[i] for i in idx],
+                         [self.cameras[i] for i in idx], [self.isos[i] for i in idx], self.root)
+
+    def split(self, test_fraction: float = 0.25, seed: int = 0) -> tuple[SRGBPairs, SRGBPairs]:
+        """Held-out split by image, stratified by (camera, ISO): in each group of n images,
+        ``round(test_fraction·n)`` (at least 1 when n ≥ 2, none when n = 1) go to test. Deterministic."""
+        if not 0.0 < test_fraction < 1.0:
+            raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}.", "use e.g. 0.25.")
+        groups: dict[tuple, list[int]] = {}
+        for i, key in enumerate(zip(self.cameras, self.isos)):
+            groups.setdefault(key, []).append(i)
+        rng = np.random.default_rng(seed)
+        test: list[int] = []
+        for key in sorted(groups, key=str):
+            members = groups[key]
+            n_test = 0 if len(members) < 2 else max(1, int(round(test_fraction * len(members))))
+            test += [members[j] for j in rng.permutation(len(members))[:n_test]]
+        train = [i for i in range(len(self)) if i not in set(test)]
+        if not train or not test:
+            raise DataError(f"cannot split {len(self)} image pair(s) into train and test by image.",
+                            "provide at least two pairs.")
+        return self.subset(train), self.subset(sorted(test))
+
+    def vocab(self) -> tuple[list[str], list[int]]:
+        """Sorted known cameras and ISOs (unknown ones excluded)."""
+        return sorted({c for c in self.cameras if c}), sorted({i for i in self.isos if i})
+
+    def random_patches(self, n: int, patch: int, generator: torch.Generator) -> dict:
+        """``n`` random aligned patches, images drawn ∝ their area, positions uniform, random flips.
+
+        Returns ``noisy``/``clean`` ``uint8 [n, 3, patch, patch]`` tensors, ``iso`` LongTensor ``[n]`` (0 =
+        unknown) and ``camera`` list of ``n`` names (None = unknown). Deterministic given ``generator``.
+        """
+        if self._weights is None:
+            area = np.array([im.shape[0] * im.shape[1] for im in self.noisy], dtype=np.float64)
+            self._weights = area / area.sum()
+        w = torch.from_numpy(self._weights)
+        imgs = torch.multinomial(w, n, replacement=True, generator=generator).tolist()
+        u = torch.rand(n, 3, generator=generator).tolist()
+        noisy = np.empty((n, patch, patch, 3), np.uint8)
+        clean = np.empty_like(noisy)
+        for j, (i, (a, b, f)) in enumerate(zip(imgs, u)):
+            h, wd = self.noisy[i].shape[:2]
+            if h < patch or wd < patch:
+                raise DataError(f"image {self.names[i]} ({h}x{wd}) is smaller than the patch size {patch}.",
+                                "use a smaller patch size.")
+            t, l = int(a * (h - patch + 1)), int(b * (wd - patch + 1))
+            pn = self.noisy[i][t : t + patch, l : l + patch]
+            pc = self.clean[i][t : t + patch, l : l + patch]
+            if f < 0.5:
+                pn, pc = pn[:, ::-1], pc[:, ::-1]
+            noisy[j], clean[j] = pn, pc
+        return {
+            "noisy": torch.from_numpy(noisy).permute(0, 3, 1, 2).contiguous(),
+            "clean": torch.from_numpy(clean).permute(0, 3, 1, 2).contiguous(),
+            "iso": torch.tensor([self.isos[i] or 0 for i in imgs], dtype=torch.long),
+            "camera": [self.cameras[i] for i in imgs],
+        }
+
+    def grid_patches(self, patch: int, max_patches: int | None = None, seed: int = 0) -> dict:
+        """All non-overlapping patches (same format as :meth:`random_patches`), optionally a seeded subset."""
+        noisy, clean, iso, cam = [], [], [], []
+        for i in range(len(self)):
+            h, w = self.noisy[i].shape[:2]
+            for t in range(0, h - patch + 1, patch):
+                for l in range(0, w - patch + 1, patch):
+                    noisy.append(self.noisy[i][t : t + patch, l : l + patch])
+                    clean.append(self.clean[i][t : t + patch, l : l + patch])
+                    iso.append(self.isos[i] or 0)
+                    cam.append(self.cameras[i])
+        if not noisy:
+            raise DataError("no image is as large as the patch size.", "use a smaller patch size.")
+        idx = np.arange(len(noisy))
+        if max_patches is not None and len(idx) > max_patches:
+            idx = np.sort(np.random.default_rng(seed).permutation(len(idx))[:max_patches])
+        to_t = lambda arrs: torch.from_numpy(np.stack([arrs[k] for k in idx])).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+        return {"noisy": to_t(noisy), "clean": to_t(clean), "iso": torch.tensor([iso[k] for k in idx]),
+                "camera": [cam[k] for k in idx]}
+
+
+def load_pairs(root: str | Path, check_aligned: bool = True) -> SRGBPairs:
+    """Load and validate every pair under ``root`` (see :func:`find_pairs`); DataError naming the bad file."""
+    pairs = find_pairs(root)
+    names, noisy, clean, cams, isos = [], [], [], [], []
+    for p in pairs:
+        dn, dc = _png_bit_depth(p.noisy_path), _png_bit_depth(p.clean_path)
+        if dn is not None and dc is not None and dn != dc:
+            raise DataError(f"pair {p.name} mixes bit depths: {p.noisy_path} is {dn}-bit, {p.clean_path} is "
+                            f"{dc}-bit.", "convert both images to 8-bit PNG.")
+        a, b = read_png_u8(p.noisy_path), read_png_u8(p.clean_path)
+        if a.shape != b.shape:
+            raise DataError(f"pair {p.name}: {p.noisy_path} is {a.shape[1]}x{a.shape[0]} but {p.clean_path} is "
+                            f"{b.shape[1]}x{b.shape[0]}.", "the noisy and clean images must have the same size.")
+        if check_aligned:
+            check_alignment(a, b, str(p.noisy_path))
+        names.append(p.name)
+        noisy.append(a)
+        clean.append(b)
+        cams.append(p.camera)
+        isos.append(p.iso)
+    return SRGBPairs(names, noisy, clean, cams, isos, str(root))

@@ -1,0 +1,100 @@
+"""DnCNN denoiser (Zhang et al., TIP 2017) as configured by the Noise Flow paper's denoising experiment.
+
+The Noise Flow raw setup (``docs/noiseflow.md`` §10): depth 9, 32 filters: conv3×3 + ReLU; (depth − 2) ×
+(conv3×3 without bias + BatchNorm(eps 1e-4) + ReLU); conv3×3 → C. The network predicts the noise and the
+output is ``noisy − predicted noise`` (residual learning); conv weights are orthogonally initialised.
+Packed raw uses C = 4, sRGB C = 3.
+
+Deviation: the official Keras BN uses ``momentum=0.0`` (moving statistics = the last batch's statistics); we use
+PyTorch's default running average (momentum 0.1), which gives stable eval-mode statistics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from visionflows.errors import ConfigError
+from visionflows.flows.base import check_finite, check_nchw
+from visionflows.io import register_model_kind
+
+__all__ = ["DnCNN", "DOMAINS"]
+
+#: Image domains a denoiser can be built for, with their default channel counts.
+DOMAINS: dict[str, int] = {"raw": 4, "srgb": 3}
+
+
+class DnCNN(nn.Module):
+    """Residual DnCNN: ``denoised = noisy − net(noisy)``.
+
+    Args:
+        channels: image channels (4 packed raw, 3 sRGB); default from ``domain``.
+        depth: number of conv layers (≥ 3; 9 in the Noise Flow experiment, 17 in the DnCNN paper).
+        width: filters per hidden layer (32 in the Noise Flow experiment, 64 in the DnCNN paper).
+        domain: ``"raw"`` (normalised packed raw in [0, 1]) or ``"srgb"`` (8-bit values / 255).
+        seed: seed of the orthogonal initialisation.
+
+    Input and output: ``[B, C, H, W]`` float in [0, 1] units (any H, W; zero 'same' padding).
+    """
+
+    kind = "dncnn"
+
+    def __init__(
+        self, channels: int | None = None, depth: int = 9, width: int = 32, domain: str = "raw", seed: int | None = 0
+    ) -> None:
+        super().__init__()
+        if domain not in DOMAINS:
+            raise ConfigError(f"unknown denoiser domain {domain!r}.", f"use one of {', '.join(DOMAINS)}.")
+        channels = DOMAINS[domain] if channels is None else int(channels)
+        if depth < 3 or width < 1 or channels < 1:
+            raise ConfigError(f"invalid DnCNN size depth={depth}, width={width}, channels={channels}.",
+                              "use depth >= 3 and positive width/channels.")
+        self.channels, self.depth, self.width, self.domain, self.seed = channels, int(depth), int(width), domain, seed
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width, eps=1e-4),
+                       nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(width, channels, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        with torch.no_grad():
+            for m in self.net.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.orthogonal_(m.weight, generator=gen)
+                    if m.bias is not None:
+                        m.bias.zero_()
+
+    def model_config(self) -> dict[str, Any]:
+        return {"channels": self.channels, "depth": self.depth, "width": self.width, "domain": self.domain,
+                "seed": self.seed}
+
+    def predict_noise(self, noisy: Tensor) -> Tensor:
+        """The network's noise estimate ``[B, C, H, W]``."""
+        check_nchw(noisy, self.channels, "noisy")
+        return self.net(noisy)
+
+    def forward(self, noisy: Tensor) -> Tensor:
+        """Denoised image ``noisy − predict_noise(noisy)``, ``[B, C, H, W]`` (not clipped)."""
+        return noisy - self.predict_noise(noisy)
+
+    @torch.no_grad()
+    def denoise(self, noisy: Tensor, clip: bool = True) -> Tensor:
+        """Eval-mode denoising of ``[B, C, H, W]`` or ``[C, H, W]`` (validated, clipped to [0, 1])."""
+        single = noisy.dim() == 3
+        x = noisy[None] if single else noisy
+        check_nchw(x, self.channels, "noisy")
+        check_finite(x, "noisy")
+        was = self.training
+        self.eval()
+        ref = next(self.parameters())
+        out = self(x.to(device=ref.device, dtype=ref.dtype))
+        self.train(was)
+        out = out.clamp(0.0, 1.0) if clip else out
+        return out[0] if single else out
+
+
+@register_model_kind("dncnn")
+def _build(config: dict[str, Any]) -> DnCNN:
+    return DnCNN(**config)

@@ -1,0 +1,45 @@
+"""Harness cases of the sRGB Noise Flow layers (run by ``tests/test_harness.py``)."""
+
+from __future__ import annotations
+
+import torch
+
+from visionflows.noise.srgb import ConditionalAffineCoupling, ConditionalLinear, FixedScale, SRGBContext, cac_step
+from visionflows.testing import BijectorCase, register_case
+
+__all__ = ["example_srgb_context"]
+
+
+def example_srgb_context(batch: int = 2, size: int = 6, seed: int = 0, n_iso: int = 3, n_cam: int = 3) -> SRGBContext:
+    """A deterministic :class:`SRGBContext` ``[batch, 3, size, size]`` mixing known and unknown (0) entries."""
+    gen = torch.Generator().manual_seed(seed)
+    clean = torch.rand(batch, 3, size, size, generator=gen)
+    iso = torch.tensor([i % n_iso for i in range(batch)])
+    cam = torch.tensor([(i + 1) % n_cam for i in range(batch)])
+    return SRGBContext(clean, iso, cam, n_iso, n_cam)
+
+
+def _noise(batch: int = 2, size: int = 6, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 3.0
+
+
+@register_case
+def srgb_fixed_scale() -> BijectorCase:
+    return BijectorCase("srgb_fixed_scale", lambda: FixedScale(4.0), _noise())
+
+
+@register_case
+def srgb_cl2() -> BijectorCase:
+    return BijectorCase("srgb_cl2", lambda: ConditionalLinear(3, 3), _noise(), context=example_srgb_context())
+
+
+@register_case
+def srgb_cac_coupling() -> BijectorCase:
+    return BijectorCase("srgb_cac_coupling", lambda: ConditionalAffineCoupling(3, 3, width=4), _noise(),
+                        context=example_srgb_context())
+
+
+@register_case
+def srgb_cac_step() -> BijectorCase:
+    return BijectorCase("srgb_cac_step", lambda: cac_step(3, 3, 4, torch.Generator().manual_seed(0)), _noise(),
+                        context=example_srgb_context())
