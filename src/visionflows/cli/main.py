@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "visionflows.cli.noise",
     "visionflows.cli.wavelet",
     "visionflows.cli.denoise",
+    "visionflows.cli.srgb_noise",
     "visionflows.cli.demo",
 )
 
