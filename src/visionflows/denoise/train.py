@@ -104,15 +104,15 @@ class SRGBPatches:
 
 def load_denoise_data(spec: str = "simulator", patch: int = 32, n_train_images: int = 24, n_test_images: int = 6,
                       seed: int = 0, test_fraction: float = 0.25) -> tuple[Any, Any]:
-    """``(train data, test set)`` for ``spec``: ``"simulator"`` (train :class:`SimulatorPatches`; test: a
-    scene-disjoint :class:`SimulatedSidd` of 64² packed crops) or a folder of sRGB pairs (train
-    :class:`SRGBPatches` and test :class:`SRGBPairs`, split by image)."""
+    """``(train data, test set)`` for ``spec`` (train data None when ``n_train_images`` is 0): ``"simulator"``
+    (train :class:`SimulatorPatches`; test: a scene-disjoint :class:`SimulatedSidd` of 64² packed crops) or a
+    folder of sRGB pairs (train :class:`SRGBPatches` and test :class:`SRGBPairs`, split by image)."""
     if spec == "simulator":
         from visionflows.noise.simulator import make_simulated_dataset
 
-        train = make_simulated_dataset(n_train_images, 0, patch=patch, seed=seed)["train"]
+        train = make_simulated_dataset(n_train_images, 0, patch=patch, seed=seed)["train"] if n_train_images else None
         test = make_simulated_dataset(0, n_test_images, patch=64, patches_per_side=2, seed=seed)["test"]
-        return SimulatorPatches(train), test
+        return (SimulatorPatches(train) if train is not None else None), test
     from visionflows.data.srgb_pairs import load_pairs
 
     pairs = load_pairs(spec)
