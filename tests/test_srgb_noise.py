@@ -96,6 +96,8 @@ def test_16bit_mix(tmp_path):
     Image.fromarray(np.full((48, 48), 1000, np.uint16)).save(tmp_path / "7_clean.png")
     with pytest.raises(DataError, match="mixes bit depths.*16-bit"):
         load_pairs(tmp_path)
+    assert main(["denoise", "eval", "--model", "x.safetensors", "--data", str(tmp_path), "--out",
+                 str(tmp_path / "o")]) == 2
     with pytest.raises(DataError, match="16-bit"):
         from visionflows.data.srgb_pairs import read_png_u8
 
