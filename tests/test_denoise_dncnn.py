@@ -149,7 +149,8 @@ def test_denoiser_learns_gaussian():
         opt.step()
         first = float(loss.detach()) if first is None else first
         last = float(loss.detach())
-    assert last < 0.5 * first
+    # the denoiser starts as the identity (zero-initialised last conv): it must beat the noisy input
+    assert last < 0.97 * first, (first, last)
 
 
 def test_raw_experiment_tiny(tmp_path):

@@ -6,7 +6,9 @@ output is ``noisy − predicted noise`` (residual learning); conv weights are or
 Packed raw uses C = 4, sRGB C = 3.
 
 Deviation: the official Keras BN uses ``momentum=0.0`` (moving statistics = the last batch's statistics); we use
-PyTorch's default running average (momentum 0.1), which gives stable eval-mode statistics.
+PyTorch's default running average (momentum 0.1), which gives stable eval-mode statistics. The last conv is
+zero-initialised (the others orthogonally), so an untrained denoiser is the identity and every training budget
+starts from the noisy input's quality rather than from a random residual.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ class DnCNN(nn.Module):
                     nn.init.orthogonal_(m.weight, generator=gen)
                     if m.bias is not None:
                         m.bias.zero_()
+            last = self.net[-1]
+            last.weight.zero_()
+            last.bias.zero_()
 
     def model_config(self) -> dict[str, Any]:
         return {"channels": self.channels, "depth": self.depth, "width": self.width, "domain": self.domain,
