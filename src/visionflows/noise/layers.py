@@ -156,11 +156,27 @@ class GainLayer(Bijector):
         return z * g, (n * torch.log(g.abs())).to(logdet_dtype(z)).expand(z.shape[0])
 
 
+def _state_key(module: nn.Module) -> tuple:
+    """Identity + version of every parameter and buffer of ``module``: changes whenever one is replaced or
+    modified in place (optimizer step, ``load_state_dict``, ``.to``, BN running-stat update)."""
+    return tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
+
+
+def _conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """1×1 convolution ``[B, I, H, W] -> [B, O, H, W]`` with ``weight [O, I]`` as one batched matmul (oneDNN's
+    NCHW 1×1 convolution is slow for a handful of channels)."""
+    b, c, h, w = x.shape
+    out = torch.bmm(weight.expand(b, -1, -1), x.reshape(b, c, h * w)).view(b, weight.shape[0], h, w)
+    return out if bias is None else out + bias[None, :, None, None]
+
+
 class EdgeBiasZeroConv(nn.Module):
     """``l_last`` of the official coupling network: zero-pad by 1, append a ring channel (1 on the padded
     border, 0 inside), 3×3 VALID conv ``(C+1) → out`` with bias, times ``exp(3·logs)`` per output channel.
 
-    Weight, bias and ``logs`` start at zero.
+    Weight, bias and ``logs`` start at zero. Computed without the concatenation: the ring channel is the same
+    for every sample, so its contribution plus the bias is one ``[1, out, H, W]`` map (:meth:`folded`), and
+    the gain is folded into the weights: ``out = conv3×3(h, g·W[:, :C]) + g·(conv(ring, W[:, C]) + b)``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, logscale_factor: float = 3.0) -> None:
@@ -172,13 +188,19 @@ class EdgeBiasZeroConv(nn.Module):
             self.conv.weight.zero_()
             self.conv.bias.zero_()
 
-    def forward(self, h: Tensor) -> Tensor:
-        b, _, hh, ww = h.shape
-        padded = F.pad(h, (1, 1, 1, 1))
-        ring = torch.ones(1, 1, hh + 2, ww + 2, device=h.device, dtype=h.dtype)
+    def folded(self, height: int, width: int) -> tuple[Tensor, Tensor]:
+        """``(weight [out, C, 3, 3], bias map [1, out, H, W])`` with the gain and the ring channel folded in
+        (differentiable in the parameters)."""
+        w = self.conv.weight
+        gain = torch.exp(self.logscale_factor * self.logs).reshape(-1)
+        ring = torch.ones(1, 1, height + 2, width + 2, device=w.device, dtype=w.dtype)
         ring[:, :, 1:-1, 1:-1] = 0
-        x = torch.cat([padded, ring.expand(b, 1, hh + 2, ww + 2)], dim=1)
-        return self.conv(x) * torch.exp(self.logscale_factor * self.logs)
+        edge = F.conv2d(ring, w[:, -1:], self.conv.bias)
+        return w[:, :-1] * gain[:, None, None, None], edge * gain[None, :, None, None]
+
+    def forward(self, h: Tensor) -> Tensor:
+        weight, bias_map = self.folded(h.shape[-2], h.shape[-1])
+        return F.conv2d(h, weight.to(h.dtype), padding=1) + bias_map.to(h.dtype)
 
 
 class NoiseFlowCouplingNet(nn.Module):
@@ -186,6 +208,10 @@ class NoiseFlowCouplingNet(nn.Module):
 
     ``l_1`` 3×3 conv (SAME, bias) → BN (no affine, eps 1e-4) → ReLU → ``l_2`` 1×1 conv (bias) → BN → ReLU →
     :class:`EdgeBiasZeroConv`. ``l_1``/``l_2`` weights ~ N(0, (width/512·0.05)²), biases 0.
+
+    In eval mode the BatchNorms (running statistics) are folded into ``l_1``/``l_2`` and the gain and ring
+    channel into ``l_last`` (:meth:`eval_params`): three convolutions and two ReLUs per call. Under ``no_grad``
+    the folded parameters are cached until a parameter or buffer changes.
     """
 
     def __init__(self, in_channels: int, out_channels: int, width: int = 4) -> None:
@@ -201,10 +227,38 @@ class NoiseFlowCouplingNet(nn.Module):
                 conv.weight.normal_(0.0, std)
                 conv.bias.zero_()
 
+    def eval_params(self, height: int, width: int, dtype: torch.dtype) -> tuple[Tensor, ...]:
+        """Eval-mode parameters ``(w1 [W, I, 3, 3], b1 [W], w2 [W, W], b2 [W], w3 [O, W, 3, 3], bias map
+        [1, O, H, W])`` with BN ``(h − mean)/sqrt(var + eps)`` folded into ``l_1``/``l_2``."""
+        cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if cacheable:
+            key = (height, width, dtype, _state_key(self))
+            cache = self.__dict__.get("_eval_cache")
+            if cache is not None and cache[0] == key:
+                return cache[1]
+        folded = []
+        for conv, bn in ((self.l_1, self.bn_1), (self.l_2, self.bn_2)):
+            inv_std = torch.rsqrt(bn.running_var + bn.eps)
+            folded.append(conv.weight * inv_std[:, None, None, None])
+            folded.append((conv.bias - bn.running_mean) * inv_std)
+        folded[2] = folded[2].flatten(1)
+        folded.extend(self.l_last.folded(height, width))
+        out = tuple(t.to(dtype) for t in folded)
+        if cacheable:
+            self.__dict__["_eval_cache"] = (key, out)
+        return out
+
     def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            w1, b1, w2, b2, w3, bias_map = self.eval_params(x.shape[-2], x.shape[-1], x.dtype)
+            h = F.relu(F.conv2d(x, w1, b1, padding=1))
+            h = F.relu(_conv1x1(h, w2, b2))
+            return F.conv2d(h, w3, padding=1) + bias_map
+        # training: channels-last halves oneDNN's convolution backward for these few channels
+        x = x.contiguous(memory_format=torch.channels_last)
         h = F.relu(self.bn_1(self.l_1(x)))
         h = F.relu(self.bn_2(self.l_2(h)))
-        return self.l_last(h)
+        return self.l_last(h).contiguous()
 
 
 def _coupling_net(width: int):
