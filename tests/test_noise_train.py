@@ -30,7 +30,7 @@ def test_batches_are_deterministic_and_loss_is_per_dim():
 
 def test_training_lowers_test_nll(tmp_path):
     task = NoiseFlowTask(_data(), _data(seed=1), preset="noiseflow_s_ax1_g_ax1", batch_size=16, eval_batches=2,
-                         eval_batch_size=16)
+                         eval_batch_size=16, init="official")
     before = task.evaluate(task.build_model())["test_nll"]
     cfg = TrainConfig(steps=40, lr=3e-2, progress=False, tensorboard=False, checkpoint_every=40, log_every=10)
     result = train(task, cfg, tmp_path / "run")
@@ -62,3 +62,22 @@ def test_sidd_style_batches_come_from_one_image():
         assert b["clean"].shape == (12, 4, 8, 8)
     assert data.loads <= 8  # cached per window
     assert task.evaluate(task.build_model()) == {}
+
+
+def test_data_init_starts_near_a_heteroscedastic_fit():
+    from visionflows.noise.baselines import HeteroscedasticNoise
+    from visionflows.noise.simulator import make_simulated_dataset
+    from visionflows.noise.train import NoiseFlowTask
+
+    sim = make_simulated_dataset(6, 2, seed=3)
+    # scored on the training patches: the fitted baseline knows exactly those camera/ISO pairs
+    official = NoiseFlowTask(sim["train"], sim["train"], batch_size=16, eval_batches=None, init="official")
+    data = NoiseFlowTask(sim["train"], sim["train"], batch_size=16, eval_batches=None, init="data")
+    nll_official = official.evaluate(official.build_model().eval())["test_nll"]
+    nll_data = data.evaluate(data.build_model().eval())["test_nll"]
+    t = sim["train"].tensors()
+    het = HeteroscedasticNoise().fit(t["noise"], t["clean"], t["iso"], t["camera"])
+    nll_het = float(het.nll_per_dim(t["noise"], t["clean"], t["iso"], t["camera"]).mean())
+    assert nll_official > -1.0  # the official init is far from the data (sigma ~ 1)
+    assert nll_data < nll_official - 1.0
+    assert abs(nll_data - nll_het) < 0.3
