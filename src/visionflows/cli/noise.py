@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--preset", default="noiseflow", help="Noise Flow preset (see `visionflows noise presets`)")
     _sim_args(t)
     t.add_argument("--eval-batches", type=int, default=20, help="test batches scored at the end")
+    t.add_argument("--init", choices=["data", "official"], default="data",
+                   help="data: moment-match the signal-dependent layer to the training noise first (default); "
+                        "official: the paper's initial values")
     add_trainer_args(t, steps=300, lr=1e-3, batch_size=138)
     t.set_defaults(func=_train)
 
@@ -109,7 +112,7 @@ def _train(args: argparse.Namespace) -> int:
         train_data, test_data = sim["train"], sim["test"]
         desc = f"simulator train={args.sim_train_images} test={args.sim_test_images} seed={args.sim_seed}"
     task = NoiseFlowTask(train_data, test_data, preset=args.preset, batch_size=cfg.batch_size,
-                         eval_batches=args.eval_batches, seed=cfg.seed, data_description=desc)
+                         eval_batches=args.eval_batches, seed=cfg.seed, data_description=desc, init=args.init)
     result = train(task, cfg, args.run_dir, resume=args.resume, overwrite=args.overwrite)
     print(json.dumps({"step": result.step, "run_dir": str(result.run_dir), **result.eval_metrics}))
     return 0
