@@ -76,6 +76,21 @@ class ActNorm(Bijector):
         self.loc.copy_(mean.to(self.loc.dtype))
         self.log_scale.copy_((torch.log(std) / self.scale_factor).to(self.log_scale.dtype))
         self.initialized.fill_(True)
+        self.__dict__["_initialized_seen"] = True
+
+    def needs_init(self) -> bool:
+        """True in training mode until DDI has run. Once the ``initialized`` buffer has been seen true, the answer
+        is cached in Python (reset by ``load_state_dict``), so ``torch.compile`` traces no tensor→bool break."""
+        if not self.training or self.__dict__.get("_initialized_seen", False):
+            return False
+        if bool(self.initialized):
+            self.__dict__["_initialized_seen"] = True
+            return False
+        return True
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__.pop("_initialized_seen", None)
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _logdet(self, x: Tensor) -> Tensor:
         pixels = x[0, 0].numel()
@@ -85,7 +100,7 @@ class ActNorm(Bijector):
     def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
         if x.shape[1] != self.channels:
             raise InputError(f"ActNorm expects {self.channels} channels, got shape {tuple(x.shape)}.")
-        if self.training and not bool(self.initialized):
+        if self.needs_init():
             self.initialize(x)
         shape = self._shape(x)
         z = (x - self.loc.view(shape)) * torch.exp(-self.scale_factor * self.log_scale).view(shape)
