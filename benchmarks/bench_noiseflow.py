@@ -7,7 +7,7 @@
 Uses the official weights if ``/work/shared/anchors/noiseflow_official`` (or ``--official DIR``) exists, else
 ``create_model("noiseflow")``. Inputs go through the public API (tensors + ISO + camera, validated each call).
 Medians over ``--reps`` timed calls (at least ``--min-time`` s each). Compilation uses
-``TORCHINDUCTOR_COMPILE_THREADS=1`` (set before importing torch).
+``TORCHINDUCTOR_COMPILE_THREADS=1`` (set before importing torch) and static shapes (one graph per batch).
 
 usage: python benchmarks/bench_noiseflow.py [--device cpu] [--batch 138] [--big-batch 1024] [--reps 20]
        [--threads N] [--no-compile] [--name noiseflow]
@@ -98,7 +98,7 @@ def main() -> None:
         for mode in modes:
             m = copy.deepcopy(model).train()
             opt = torch.optim.Adam(m.parameters(), lr=1e-5)
-            f = torch.compile(m) if mode == "compiled" else m
+            f = torch.compile(m, dynamic=False) if mode == "compiled" else m
 
             def train_step(f=f, opt=opt) -> None:
                 opt.zero_grad(set_to_none=True)
@@ -113,7 +113,7 @@ def main() -> None:
         data = make_batch(batch, dev)
         for mode in modes:
             if "nll" in only:
-                f = torch.compile(model) if mode == "compiled" else model
+                f = torch.compile(model, dynamic=False) if mode == "compiled" else model
 
                 def nll(f=f, data=data) -> None:
                     with torch.no_grad():
@@ -122,7 +122,7 @@ def main() -> None:
                 t = time_call(nll, warmup=3, reps=args.reps, device=args.device, min_time=args.min_time)
                 record(f"nll@{batch}", mode, t, batch, "patches_per_s")
             if "sample" in only:
-                s = torch.compile(model.sample) if mode == "compiled" else model.sample
+                s = torch.compile(model.sample, dynamic=False) if mode == "compiled" else model.sample
 
                 def sample(s=s, data=data) -> None:
                     with torch.no_grad():

@@ -167,7 +167,7 @@ def _conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     NCHW 1×1 convolution is slow for a handful of channels)."""
     b, c, h, w = x.shape
     out = torch.bmm(weight.expand(b, -1, -1), x.reshape(b, c, h * w)).view(b, weight.shape[0], h, w)
-    return out if bias is None else out + bias[None, :, None, None]
+    return out if bias is None else out.add_(bias[None, :, None, None])
 
 
 class EdgeBiasZeroConv(nn.Module):
@@ -200,7 +200,7 @@ class EdgeBiasZeroConv(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         weight, bias_map = self.folded(h.shape[-2], h.shape[-1])
-        return F.conv2d(h, weight.to(h.dtype), padding=1) + bias_map.to(h.dtype)
+        return F.conv2d(h, weight.to(h.dtype), padding=1).add_(bias_map.to(h.dtype))
 
 
 class NoiseFlowCouplingNet(nn.Module):
@@ -251,13 +251,14 @@ class NoiseFlowCouplingNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             w1, b1, w2, b2, w3, bias_map = self.eval_params(x.shape[-2], x.shape[-1], x.dtype)
-            h = F.relu(F.conv2d(x, w1, b1, padding=1))
-            h = F.relu(_conv1x1(h, w2, b2))
-            return F.conv2d(h, w3, padding=1) + bias_map
+            # in place where autograd allows: fewer large temporaries (allocator page faults)
+            h = F.relu(F.conv2d(x, w1, b1, padding=1), inplace=True)
+            h = F.relu(_conv1x1(h, w2, b2), inplace=True)
+            return F.conv2d(h, w3, padding=1).add_(bias_map)
         # training: channels-last halves oneDNN's convolution backward for these few channels
         x = x.contiguous(memory_format=torch.channels_last)
-        h = F.relu(self.bn_1(self.l_1(x)))
-        h = F.relu(self.bn_2(self.l_2(h)))
+        h = F.relu(self.bn_1(self.l_1(x)), inplace=True)
+        h = F.relu(self.bn_2(self.l_2(h)), inplace=True)
         return self.l_last(h).contiguous()
 
 
