@@ -232,8 +232,10 @@ class NoiseFlow(nn.Module):
         """Noise samples ``[B, 4, H, W]``: ``z = temperature·ε``, then latent → noise (eval-mode BN recommended)."""
         ctx = self.context(clean, iso, camera)
         y = ctx.clean
-        eps = torch.randn(tuple(y.shape), generator=generator, dtype=y.dtype,
-                          device=generator.device if generator is not None else y.device).to(y.device)
+        if generator is None:  # randn_like also traces under torch.compile with a dynamic batch size
+            eps = torch.randn_like(y, memory_format=torch.contiguous_format)
+        else:
+            eps = torch.randn(tuple(y.shape), generator=generator, dtype=y.dtype, device=generator.device).to(y.device)
         return self.transform.inverse(eps * temperature, ctx)[0]
 
 
