@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("--threads", type=int, default=None, help="torch threads per level job")
     t.add_argument("--checkpoint-every", type=int, default=None)
+    t.add_argument("--max-minutes", type=float, default=None, help="stop each level (with a checkpoint) after this")
     t.add_argument("--on-error", choices=["skip", "stop"], default="skip", help="corrupt images: warn+skip or stop")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train)
@@ -98,7 +99,8 @@ def _train(args: argparse.Namespace) -> int:
         extra = []
         for flag, val in (("--batch-size", args.batch_size), ("--lr", args.lr), ("--warmup", args.warmup),
                           ("--seed", args.seed), ("--amp", args.amp), ("--channels", args.channels),
-                          ("--checkpoint-every", args.checkpoint_every), ("--on-error", args.on_error)):
+                          ("--checkpoint-every", args.checkpoint_every), ("--on-error", args.on_error),
+                          ("--max-minutes", args.max_minutes)):
             if val is not None:
                 extra += [flag, str(val)]
         extra += [f for f, on in (("--compile", args.compile), ("--resume", args.resume),
@@ -120,7 +122,7 @@ def _train(args: argparse.Namespace) -> int:
         preset, level, level_run_dir(root, level), data=data, steps=args.steps, batch_size=args.batch_size,
         lr=args.lr, warmup_steps=args.warmup, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
         amp=args.amp, compile=args.compile, num_threads=args.threads, progress=not args.no_progress,
-        checkpoint_every=args.checkpoint_every, **overrides,
+        checkpoint_every=args.checkpoint_every, max_minutes=args.max_minutes, **overrides,
     )
     ev = result.eval_metrics
     msg = f"level {level}: step {result.step}, run dir {result.run_dir}"

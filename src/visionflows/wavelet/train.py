@@ -164,12 +164,14 @@ def train_level(
     eval_every: int = 0,
     device: str = "auto",
     tensorboard: bool = True,
+    max_minutes: float | None = None,
     **overrides: Any,
 ):
     """Train level ``level`` of ``preset`` into ``run_dir`` with Glow's Adamax and linear warm-up.
 
     Defaults come from the preset (batch, lr, warm-up); ``steps`` defaults to the preset's ``max_steps``. The
-    seed is ``seed + level`` (as the official code). Returns the trainer's ``TrainResult``.
+    seed is ``seed + level`` (as the official code). ``max_minutes`` stops (with a checkpoint) after that much
+    wall time. Returns the trainer's ``TrainResult``.
     """
     from visionflows.training import TrainConfig, train
 
@@ -191,6 +193,7 @@ def train_level(
         progress=progress,
         device=device,
         tensorboard=tensorboard,
+        max_minutes=max_minutes,
     )
     return train(task, config, run_dir, resume=resume, overwrite=overwrite)
 
