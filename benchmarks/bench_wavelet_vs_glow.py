@@ -113,7 +113,7 @@ def run_wf_parallel(args, root: Path, test: torch.Tensor) -> dict:
     n_lv = len(p.steps)
     waves = math.ceil(n_lv / args.parallel)
     budget = _Budget(args.minutes * 60.0 / args.points, waves, args.startup_s)
-    threads = max(1, (os.cpu_count() or 1) // args.parallel)
+    threads = max(1, len(os.sched_getaffinity(0)) // args.parallel)
     curve, wall = [], 0.0
     for rnd in range(args.points):
         t0 = time.perf_counter()
