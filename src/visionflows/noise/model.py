@@ -107,6 +107,9 @@ class NoiseFlow(nn.Module):
     """
 
     kind = "noiseflow"
+    #: in eval mode without autograd, batches are processed in chunks of at most this many values (256 patches of
+    #: 32×32×4): bounded temporaries stay cache-sized and avoid the allocator's page faults on large buffers
+    eval_chunk_values: int = 1 << 20
 
     def __init__(
         self,
@@ -181,18 +184,29 @@ class NoiseFlow(nn.Module):
         return ctx.to(device=ref.device)
 
     # -- exact maps -----------------------------------------------------------------------------------
+    def _chunked(self, fn: Any, x: Tensor, ctx: NoiseContext) -> tuple[Tensor, Tensor]:
+        """``fn(x, ctx)`` (the transform or its inverse), chunked over the batch when every layer is in eval mode
+        and autograd is off (samples are then independent; same values up to float rounding)."""
+        per_sample = max(1, x[0].numel())
+        size = max(1, self.eval_chunk_values // per_sample)
+        if (x.shape[0] <= size or torch.is_grad_enabled() or torch.compiler.is_compiling()
+                or any(m.training for m in self.modules())):
+            return fn(x, ctx)
+        outs = [fn(x[i : i + size], ctx[i : i + size]) for i in range(0, x.shape[0], size)]
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
     def encode(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None,
                camera: Any = None) -> tuple[Tensor, Tensor]:
         """Noise → latent: ``(z [B, 4, H, W], log|det ∂z/∂n| [B])``."""
         noise = _batched(noise)
         ctx = self.context(clean, iso, camera, noise=noise)
-        return self.transform(noise.to(ctx.clean.device), ctx)
+        return self._chunked(self.transform, noise.to(ctx.clean.device), ctx)
 
     def decode(self, z: Tensor, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None) -> Tensor:
         """Latent → noise, exactly."""
         z = _batched(z)
         ctx = self.context(clean, iso, camera, noise=z)
-        return self.transform.inverse(z.to(ctx.clean.device), ctx)[0]
+        return self._chunked(self.transform.inverse, z.to(ctx.clean.device), ctx)[0]
 
     def trace(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None,
               camera: Any = None) -> tuple[list[Tensor], list[Tensor]]:
@@ -236,7 +250,7 @@ class NoiseFlow(nn.Module):
             eps = torch.randn_like(y, memory_format=torch.contiguous_format)
         else:
             eps = torch.randn(tuple(y.shape), generator=generator, dtype=y.dtype, device=generator.device).to(y.device)
-        return self.transform.inverse(eps * temperature, ctx)[0]
+        return self._chunked(self.transform.inverse, eps * temperature, ctx)[0]
 
 
 def _batched(x: Tensor) -> Tensor:
