@@ -6,9 +6,9 @@ compiled, sampling, peak memory. Writes ``benchmarks/results/wavelet.json`` (``w
     rows: plain chain (before), fused (after), fused + torch.compile, fused + bf16 autocast.
 (b) every level of ``--preset`` (and ``--imagenet-levels`` of imagenet_32) at the preset's batch and crop.
 (c) sampling the full model (eager), images/s for each resolution 2…res.
-(d) peak memory of one training step: CPU ``ru_maxrss`` growth in a fresh subprocess per measurement (after
-    building the model and one warm-up step is *not* excluded — the delta covers activations, grads and optimiser
-    state); CUDA ``torch.cuda.max_memory_allocated``.
+(d) peak memory of two training steps: CPU peak-RSS (``VmHWM``, else ``ru_maxrss``) growth in a fresh
+    subprocess per measurement, from after the model is built (the delta covers activations, grads and optimiser
+    state); CUDA ``torch.cuda.max_memory_allocated`` above the model's own allocation.
 
 usage: python benchmarks/bench_wavelet.py [--device cpu] [--preset cpu_32] [--reps 5] [--no-compile]
        [--threads N] [--batch 16] [--imagenet-levels 0,1,2,3,4]
@@ -164,11 +164,24 @@ def _memprobe(spec: dict) -> dict:
         run()
         torch.cuda.synchronize()
         return {"peak_mb": (torch.cuda.max_memory_allocated() - base) / 2**20, "method": "cuda.max_memory_allocated"}
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _peak_rss_kib()
     run()
     run()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_mb": (after - before) / 1024.0, "method": "ru_maxrss growth (KiB→MiB) in a fresh process"}
+    after = _peak_rss_kib()
+    return {"peak_mb": (after - before) / 1024.0, "method": "peak RSS (VmHWM) growth in a fresh process"}
+
+
+def _peak_rss_kib() -> int:
+    """This process's peak resident set size in KiB: ``VmHWM`` (``ru_maxrss`` is inherited from the parent across
+    fork + exec on Linux, so a large parent would hide the child's growth)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def memory(args) -> list[dict]:
