@@ -218,10 +218,11 @@ class HeteroscedasticNoise(_PairTable):
         return self.log_beta1[ctx.camera, k].exp(), self.log_beta2[ctx.camera, k].exp()
 
     def fit(self, noise: Tensor, clean: Tensor, iso: Any, camera: Any, steps: int = 300, lr: float = 0.05,
-            max_values: int = 500_000, generator: torch.Generator | None = None) -> HeteroscedasticNoise:
-        """Maximum-likelihood (β1, β2) for every (camera, ISO) pair present (Adam on log β, float64).
+            max_values: int = 200_000, generator: torch.Generator | None = None) -> HeteroscedasticNoise:
+        """Maximum-likelihood (β1, β2) for every (camera, ISO) pair present (Newton on log β, float64).
 
-        Starts from a least-squares fit of ``n²`` on ``y``; uses at most ``max_values`` random values per pair.
+        Starts from a least-squares fit of ``n²`` on ``y``; uses at most ``max_values`` random values per pair;
+        ``steps`` bounds the Newton iterations.
         """
         ctx = NoiseContext.create(clean, iso, camera, noise=noise)
         gen = generator or torch.Generator().manual_seed(0)
@@ -243,21 +244,53 @@ class HeteroscedasticNoise(_PairTable):
 
 
 def _fit_pair(y: Tensor, n: Tensor, steps: int, lr: float) -> tuple[float, float]:
+    """Maximum likelihood of ``n ~ N(0, β1·y + β2)``: least-squares start, then damped Newton on ``log β``.
+
+    ``steps`` bounds the Newton iterations (it converges in a handful); ``lr`` is kept for API compatibility.
+    """
     n2 = n * n
     a = torch.stack([y, torch.ones_like(y)], 1)
     sol = torch.linalg.lstsq(a, n2[:, None]).solution.squeeze(1)
     floor = max(float(n2.mean()) * 1e-4, 1e-12)
-    b1, b2 = max(float(sol[0]), floor), max(float(sol[1]), floor)
-    params = torch.tensor([math.log(b1), math.log(b2)], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.Adam([params], lr=lr)
-    with torch.enable_grad():
-        for _ in range(steps):
-            opt.zero_grad()
-            var = params[0].exp() * y + params[1].exp()
-            loss = 0.5 * (torch.log(var) + n2 / var).mean()
-            loss.backward()
-            opt.step()
-    return float(params[0].exp()), float(params[1].exp())
+    theta = torch.tensor([math.log(max(float(sol[0]), floor)), math.log(max(float(sol[1]), floor))],
+                         dtype=torch.float64)
+
+    def nll(t: Tensor) -> float:
+        var = t[0].exp() * y + t[1].exp()
+        return float(0.5 * (torch.log(var) + n2 / var).mean())
+
+    def grad_hess(t: Tensor) -> tuple[Tensor, Tensor]:
+        u = torch.stack([t[0].exp() * y, t[1].exp().expand_as(y)])  # ∂var/∂log β, [2, N]
+        var = u.sum(0)
+        d1 = 0.5 * (1.0 / var - n2 / var**2)  # ∂L/∂var per value
+        d2 = 0.5 * (-1.0 / var**2 + 2.0 * n2 / var**3)
+        grad = (d1 * u).mean(1)
+        hess = (d2 * u) @ u.T / y.numel() + torch.diag(grad)
+        return grad, hess
+
+    current = nll(theta)
+    for _ in range(max(1, min(steps, 50))):
+        grad, hess = grad_hess(theta)
+        try:
+            step = torch.linalg.solve(hess + 1e-12 * torch.eye(2, dtype=hess.dtype), grad)
+        except RuntimeError:
+            step = grad
+        if float(grad @ step) <= 0:  # not a descent direction: fall back to the gradient
+            step = grad
+        scale, value = 1.0, current
+        while scale > 1e-6:
+            cand = theta - scale * step
+            value = nll(cand)
+            if value < current:
+                break
+            scale *= 0.5
+        else:
+            break
+        converged = current - value < 1e-13
+        theta, current = cand, value
+        if converged:
+            break
+    return float(theta[0].exp()), float(theta[1].exp())
 
 
 @register_model_kind("gaussian_noise")
