@@ -4,7 +4,7 @@
 * nll: patches/s of ``log_prob`` in eval mode under ``no_grad``, at ``--batch`` and ``--big-batch``;
 * sample: raw values/s (``B·4·H·W`` per call) of ``sample(temperature=1)`` in eval mode, same batches.
 
-Uses the official weights if ``/work/shared/anchors/noiseflow_official`` (or ``--official DIR``) exists, else
+Uses the official weights if ``../shared/anchors/noiseflow_official`` (or ``--official DIR``) exists, else
 ``create_model("noiseflow")``. Inputs go through the public API (tensors + ISO + camera, validated each call).
 Medians over ``--reps`` timed calls (at least ``--min-time`` s each). Compilation uses
 ``TORCHINDUCTOR_COMPILE_THREADS=1`` (set before importing torch) and static shapes (one graph per batch).
@@ -31,7 +31,7 @@ from _common import time_call, write_result  # noqa: E402
 from visionflows.noise import create_model  # noqa: E402
 from visionflows.noise.nlf import ISOS  # noqa: E402
 
-OFFICIAL = Path("/work/shared/anchors/noiseflow_official")
+OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "noiseflow_official"
 SIZE = 32
 CHANNELS = 4
 

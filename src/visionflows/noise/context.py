@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -146,13 +147,15 @@ class NoiseContext:
                     f"noise shape {tuple(noise.shape)} does not match clean shape {tuple(clean.shape)}.",
                     "pass noise and clean patches of the same [B, 4, H, W] shape.",
                 )
-            if not torch.isfinite(noise).all():
+            # one reduction instead of an elementwise mask: a NaN/Inf anywhere makes the sum non-finite
+            if not math.isfinite(float(noise.sum())) and not torch.isfinite(noise).all():
                 raise InputError(f"noise contains {int((~torch.isfinite(noise)).sum())} NaN/Inf value(s).",
                                  "clean the data first (SIDD: NaN -> 0).")
-        if not torch.isfinite(clean).all():
+        lo_t, hi_t = torch.aminmax(clean)  # one pass; NaN propagates, Inf shows up as a bound
+        lo, hi = float(lo_t), float(hi_t)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
             raise InputError(f"clean contains {int((~torch.isfinite(clean)).sum())} NaN/Inf value(s).",
                              "clean the data first (SIDD: NaN -> 0, then clip to [0, 1]).")
-        lo, hi = float(clean.min()), float(clean.max())
         if lo < 0.0 or hi > 1.0:
             raise InputError(
                 f"clean values must lie in [0, 1] (normalised raw), got range [{lo:.4g}, {hi:.4g}].",

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The GPU variant of benchmarks/run_all: correctness checks on CUDA, then the benchmarks on the GPU.
+# Fits in ~6 minutes on one H100/H200. Results: benchmarks/results/*_cuda.json (copied to $OUT when set).
+# usage: bash benchmarks/gpu/run_gpu.sh      (from the repository root, on a machine with CUDA and PyTorch)
+set -uo pipefail
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TORCHINDUCTOR_COMPILE_THREADS=8
+OUTDIR="${OUT:-benchmarks/results}"
+mkdir -p "$OUTDIR" benchmarks/results
+status=0
+run() { echo "== $*"; timeout "$1" "${@:2}" || { echo "FAILED ($?): ${*:2}"; status=1; }; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+run 200 python3 benchmarks/gpu/gpu_checks.py
+run 90 python3 benchmarks/bench_glow_block.py --device cuda --batch 64 --reps 20
+run 150 python3 benchmarks/bench_noiseflow.py --device cuda --big-batch 8192 --reps 20 --name noiseflow_cuda
+run 120 python3 benchmarks/bench_wavelet.py --device cuda --reps 10
+cp benchmarks/results/*cuda*.json "$OUTDIR"/ 2>/dev/null || true
+exit $status
