@@ -160,7 +160,7 @@ def run_glow(args, run_dir: Path, test: torch.Tensor) -> dict:
 
 def at_equal_time(results: dict, total_s: float, points: int) -> list[dict]:
     """Bits/dim of every run at ``k·total/points`` seconds (linear in wall time between measured points; a run
-    whose first point is later than ``t`` gives None there, and past its last point its last value)."""
+    whose first point is more than 5 % later than ``t`` gives None there, and past its last point its last value)."""
     rows = []
     for k in range(1, points + 1):
         t = total_s * k / points
@@ -168,8 +168,10 @@ def at_equal_time(results: dict, total_s: float, points: int) -> list[dict]:
         for key, run in results["runs"].items():
             xs = [c["wall_s"] for c in run["curve"]]
             ys = [c["bpd"] for c in run["curve"]]
-            if not xs or t < xs[0]:
+            if not xs or t < xs[0] / 1.05:
                 row[key] = None
+            elif t <= xs[0]:
+                row[key] = ys[0]
             elif t >= xs[-1]:
                 row[key] = ys[-1]
             else:
