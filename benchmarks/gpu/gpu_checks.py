@@ -60,6 +60,17 @@ def _official():
     return f"max |NLL err| {err:.2e} nats/dim, max |sample err| {serr:.2e}"
 
 
+def _to_device(ctx):
+    """Move a context (None, a tensor or a dataclass of tensors) to the GPU."""
+    import dataclasses
+
+    if ctx is None or isinstance(ctx, torch.Tensor):
+        return None if ctx is None else ctx.to(DEV)
+    moved = {f.name: (v.to(DEV) if isinstance(v := getattr(ctx, f.name), torch.Tensor) else v)
+             for f in dataclasses.fields(ctx)}
+    return dataclasses.replace(ctx, **moved)
+
+
 @check("every bijector case on CUDA (float32 round trip, log-det vs CPU)")
 def _cases():
     from visionflows.testing import cases, context_to
@@ -73,9 +84,7 @@ def _cases():
         layer.eval()
         z_cpu, ld_cpu = layer(case.x, case.context)
         g = layer.to(DEV)
-        ctx = case.context.to(DEV) if case.context is not None else None
-        if ctx is not None and not isinstance(ctx, torch.Tensor):
-            ctx = context_to(ctx, torch.float32)
+        ctx = _to_device(case.context)
         with torch.no_grad():
             z, ld = g(case.x.to(DEV), ctx)
             x_back, ld_inv = g.inverse(z, ctx)

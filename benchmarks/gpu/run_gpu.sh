@@ -9,9 +9,12 @@ mkdir -p "$OUTDIR" benchmarks/results
 status=0
 run() { echo "== $*"; timeout "$1" "${@:2}" || { echo "FAILED ($?): ${*:2}"; status=1; }; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-run 200 python3 benchmarks/gpu/gpu_checks.py
-run 90 python3 benchmarks/bench_glow_block.py --device cuda --batch 64 --reps 20
-run 150 python3 benchmarks/bench_noiseflow.py --device cuda --big-batch 8192 --reps 20 --name noiseflow_cuda
-run 120 python3 benchmarks/bench_wavelet.py --device cuda --reps 10
+BENCHES="${BENCHES:-checks,glow,noiseflow,wavelet}"   # a subset, e.g. BENCHES=checks,noiseflow
+has() { [[ ",$BENCHES," == *",$1,"* ]]; }
+has checks && run 200 python3 benchmarks/gpu/gpu_checks.py
+has glow && run 90 python3 benchmarks/bench_glow_block.py --device cuda --batch 64 --reps 20
+has noiseflow && run 150 python3 benchmarks/bench_noiseflow.py --device cuda --big-batch 8192 --reps 20 \
+  --min-time 0.5 --official "${NOISEFLOW_OFFICIAL:-../shared/anchors/noiseflow_official}" --name noiseflow_cuda
+has wavelet && run 120 python3 benchmarks/bench_wavelet.py --device cuda --reps 10
 cp benchmarks/results/*cuda*.json "$OUTDIR"/ 2>/dev/null || true
 exit $status

@@ -93,8 +93,14 @@ class NoiseContext:
     def batch_size(self) -> int:
         return int(self.clean.shape[0])
 
-    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> NoiseContext:
-        """A copy with ``clean`` converted to ``dtype`` and/or every tensor moved to ``device``."""
+    def to(self, dtype: torch.dtype | torch.device | str | None = None,
+           device: torch.device | str | None = None) -> NoiseContext:
+        """A copy with ``clean`` converted to ``dtype`` and/or every tensor moved to ``device``.
+
+        Like ``Tensor.to``, a device may also be given as the first argument (``ctx.to("cuda")``).
+        """
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            dtype, device = None, dtype
         clean = self.clean.to(device=device, dtype=dtype) if dtype is not None else self.clean.to(device=device)
         if device is None:
             return NoiseContext(clean, self.iso, self.camera)
