@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from browser import render_dom
-
 from visionflows.cli.main import main
 
 

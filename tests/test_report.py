@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from browser import render_dom, screenshot
 from PIL import Image
 
+from browser import render_dom, screenshot
 from visionflows.report import Report
 
 

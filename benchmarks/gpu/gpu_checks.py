@@ -73,7 +73,7 @@ def _to_device(ctx):
 
 @check("every bijector case on CUDA (float32 round trip, log-det vs CPU)")
 def _cases():
-    from visionflows.testing import cases, context_to
+    from visionflows.testing import cases
 
     worst = 0.0
     for case in cases():
