@@ -52,15 +52,15 @@ class DemoBudget:
 
 
 QUICK = DemoBudget(
-    noise_train_images=12, noise_test_images=4, noise_steps=30, noise_lr=1e-2, noise_batch=64,
+    noise_train_images=12, noise_test_images=4, noise_steps=30, noise_lr=5e-3, noise_batch=64,
     denoise_steps=20, denoise_train_images=6, denoise_test_images=2,
     wavelet_preset="cpu_32", wavelet_steps=6, wavelet_minutes_per_level=None, wavelet_parallel=2,
     wavelet_eval_images=16, n_samples=8,
 )
 FULL = DemoBudget(
-    noise_train_images=160, noise_test_images=24, noise_steps=1500, noise_lr=1e-2, noise_batch=138,
-    denoise_steps=300, denoise_train_images=24, denoise_test_images=6,
-    wavelet_preset="cpu_32", wavelet_steps=100_000, wavelet_minutes_per_level=1.0, wavelet_parallel=2,
+    noise_train_images=160, noise_test_images=24, noise_steps=800, noise_lr=5e-3, noise_batch=138,
+    denoise_steps=500, denoise_train_images=24, denoise_test_images=6,
+    wavelet_preset="cpu_32", wavelet_steps=100_000, wavelet_minutes_per_level=0.65, wavelet_parallel=2,
     wavelet_eval_images=128, n_samples=16,
 )
 
