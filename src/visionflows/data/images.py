@@ -37,6 +37,7 @@ __all__ = [
     "BUILTIN_TEST",
     "IMAGE_EXTENSIONS",
     "ImagePool",
+    "builtin_photo",
     "builtin_photos",
     "center_square",
     "list_images",
@@ -222,7 +223,6 @@ def builtin_photos(split: str = "train", channels: int = 3) -> list[Tensor]:
 
     ``split``: ``"train"`` (all but :data:`BUILTIN_TEST`), ``"test"`` (``chelsea``, ``coffee``) or ``"all"``.
     """
-    from skimage import data as skdata
 
     if split not in ("train", "test", "all"):
         raise InputError(f"split must be 'train', 'test' or 'all', got {split!r}.")
@@ -230,17 +230,22 @@ def builtin_photos(split: str = "train", channels: int = 3) -> list[Tensor]:
         n for n in BUILTIN_PHOTOS
         if split == "all" or (n in BUILTIN_TEST) == (split == "test")
     ]
-    out = []
-    for name in names:
-        path = Path(skdata.data_dir) / _BUILTIN_FILES[name]
-        if path.is_file():
-            out.append(load_image(path, channels))
-            continue
-        arr = np.asarray(getattr(skdata, name)(), dtype=np.uint8)  # fall back to skimage's own loader
-        t = torch.from_numpy(arr.copy())
-        t = t[None] if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
-        out.append(to_channels(t, channels, f"skimage.data.{name}"))
-    return out
+    return [builtin_photo(name, channels) for name in names]
+
+
+def builtin_photo(name: str, channels: int = 3) -> Tensor:
+    """One photo bundled with scikit-image (a name of :data:`BUILTIN_PHOTOS`), uint8 ``[C, H, W]``."""
+    from skimage import data as skdata
+
+    if name not in BUILTIN_PHOTOS:
+        raise InputError(f"unknown built-in photo {name!r}.", f"use one of {', '.join(BUILTIN_PHOTOS)}.")
+    path = Path(skdata.data_dir) / _BUILTIN_FILES[name]
+    if path.is_file():
+        return load_image(path, channels)
+    arr = np.asarray(getattr(skdata, name)(), dtype=np.uint8)  # fall back to skimage's own loader
+    t = torch.from_numpy(arr.copy())
+    t = t[None] if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
+    return to_channels(t, channels, f"skimage.data.{name}")
 
 
 # ------------------------------------------------------------------------------------------------ sampling

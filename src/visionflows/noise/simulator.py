@@ -31,7 +31,6 @@ Parameters and their sources (see :data:`CAMERA_SPECS`, :func:`noise_params`):
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -41,6 +40,7 @@ import torch
 from scipy.special import gammaln, ndtr
 from torch.utils.data import Dataset
 
+from visionflows.data.images import BUILTIN_PHOTOS, builtin_photo
 from visionflows.errors import InputError
 from visionflows.noise.nlf import CAMERAS, NLF_TABLE, TRAIN_PAIRS, camera_index, camera_name
 
@@ -140,18 +140,8 @@ PRNU_STD = 0.007
 ROW_TO_READ_STD = 0.16
 _PRNU_MAP_SIZE = 256  # packed PRNU map [4, 256, 256] per camera, tiled for larger images
 
-#: Source photos bundled with scikit-image (name -> loader key).
-PHOTOS: tuple[str, ...] = (
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "motorcycle_left",
-    "motorcycle_right",
-)
+#: Source photos bundled with scikit-image (the same set as the Wavelet Flow built-in data).
+PHOTOS: tuple[str, ...] = BUILTIN_PHOTOS
 #: Photos reserved for the held-out test split (scene-disjoint; the motorcycle stereo pair stays together).
 TEST_PHOTOS: tuple[str, ...] = ("coffee", "chelsea", "immunohistochemistry")
 
@@ -204,19 +194,9 @@ def _prnu(cam_idx: int, h: int, w: int) -> np.ndarray:
 
 def load_photo(name: str) -> np.ndarray:
     """A bundled scikit-image photo as float64 sRGB [H, W, 3] in [0, 1]."""
-    import skimage.data
-    import skimage.io
-
     if name not in PHOTOS:
         raise InputError(f"Unknown simulator photo {name!r}.", f"Use one of {', '.join(PHOTOS)}.")
-    if name.startswith("motorcycle_"):
-        img = skimage.io.imread(os.path.join(skimage.data.data_dir, f"{name}.png"))
-    else:
-        img = getattr(skimage.data, name)()
-    img = np.asarray(img)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=-1)
-    return img[..., :3].astype(np.float64) / 255.0
+    return builtin_photo(name, 3).permute(1, 2, 0).numpy().astype(np.float64) / 255.0
 
 
 def unprocess(srgb: np.ndarray, spec: CameraSpec, exposure: float = 1.0) -> np.ndarray:
