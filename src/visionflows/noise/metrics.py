@@ -58,6 +58,21 @@ def kl_patch_indices(batch_size: int, every: int = 5) -> list[int]:
     return list(range(0, batch_size, every))
 
 
+def noise_tensors(data: Any, what: str = "data") -> dict[str, Any] | None:
+    """``{clean, noise, iso, camera (, nlf)}`` of a tensor mapping or an object with ``.tensors()``; ``None``
+    for other kinds of data. Raises :class:`DataError` when a key is missing or the set is empty."""
+    if hasattr(data, "tensors") and callable(data.tensors):
+        data = data.tensors()
+    if not isinstance(data, Mapping):
+        return None
+    missing = [k for k in ("clean", "noise", "iso", "camera") if k not in data]
+    if missing:
+        raise DataError(f"{what} lacks {missing}.", "give clean, noise [N,4,H,W], iso and camera [N].")
+    if int(data["clean"].shape[0]) == 0:
+        raise DataError(f"the {what} is empty.", "give at least one patch.")
+    return data
+
+
 def iter_test_batches(test_set: Any, batch_size: int = 138) -> Iterator[dict[str, Tensor]]:
     """Minibatches ``{noise, clean, iso [B], camera [B], (nlf [B, 2])}`` of a test set.
 
@@ -80,15 +95,10 @@ def iter_test_batches(test_set: Any, batch_size: int = 138) -> Iterator[dict[str
                     "nlf": torch.tensor([list(d["nlf"])] * (e - s), dtype=torch.float64),
                 }
         return
-    if hasattr(test_set, "tensors") and callable(test_set.tensors):
-        test_set = test_set.tensors()
-    if isinstance(test_set, Mapping):
-        missing = [k for k in ("clean", "noise", "iso", "camera") if k not in test_set]
-        if missing:
-            raise DataError(f"test set lacks {missing}.", "give clean, noise [N,4,H,W], iso and camera [N].")
+    tensors = noise_tensors(test_set, "test set")
+    if tensors is not None:
+        test_set = tensors
         n = int(test_set["clean"].shape[0])
-        if n == 0:
-            raise DataError("the test set is empty.", "give at least one patch.")
         for s in range(0, n, batch_size):
             batch = {k: torch.as_tensor(test_set[k][s : s + batch_size]) for k in ("clean", "noise", "iso", "camera")}
             if "nlf" in test_set:

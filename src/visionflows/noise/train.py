@@ -22,24 +22,15 @@ import torch
 from torch import Tensor, nn
 
 from visionflows.errors import ConfigError, DataError
-from visionflows.noise.metrics import iter_test_batches
+from visionflows.noise.metrics import iter_test_batches, noise_tensors
 from visionflows.noise.model import PRESETS, NoiseFlow, create_model
 
 __all__ = ["NoiseFlowTask"]
 
 
 def _as_tensors(data: Any) -> dict[str, Tensor] | None:
-    if hasattr(data, "tensors") and callable(data.tensors):
-        data = data.tensors()
-    if isinstance(data, dict):
-        missing = [k for k in ("clean", "noise", "iso", "camera") if k not in data]
-        if missing:
-            raise DataError(f"training data lacks {missing}.", "give clean, noise [N,4,H,W], iso and camera [N].")
-        out = {k: torch.as_tensor(data[k]) for k in ("clean", "noise", "iso", "camera")}
-        if out["clean"].shape[0] == 0:
-            raise DataError("the training set is empty.", "give at least one patch.")
-        return out
-    return None
+    t = noise_tensors(data, "training set")
+    return None if t is None else {k: torch.as_tensor(t[k]) for k in ("clean", "noise", "iso", "camera")}
 
 
 def moment_init_signal_layer(model: NoiseFlow, noise: Tensor, clean: Tensor, iso: Tensor) -> bool:
