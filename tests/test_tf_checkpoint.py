@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from visionflows.errors import CheckpointError
-from visionflows.noise.tf_checkpoint import crc32c, masked_crc32c, read_tf_checkpoint
+from visionflows.io.tf_bundle import crc32c, masked_crc32c, read_tf_checkpoint
 
 PREFIX = "model.ckpt.best"
 

@@ -2,7 +2,7 @@
 
 The user downloads ``models/NoiseFlow/ckpt/model.ckpt.best.{index,data-00000-of-00001}`` from the official
 repository (``BorealisAI/noise_flow``, CC BY-NC-SA 4.0) and points :func:`load_official` at it; no TensorFlow
-is needed (:func:`visionflows.noise.tf_checkpoint.read_tf_checkpoint`). Mapping facts (reference ``noiseflow.md`` §3):
+is needed (:func:`visionflows.io.tf_bundle.read_tf_checkpoint`). Mapping facts (reference ``noiseflow.md`` §3):
 
 * coupling networks in **training order**: template ``''`` → bijector 1, ``_1`` → 2, ``_2`` → 3, ``_3`` → 4,
   ``_4`` → 6, ``_5`` → 7, ``_6`` → 8, ``_7`` → 9 (``template_order="reversed"`` reproduces the official
@@ -22,9 +22,9 @@ import torch
 
 from visionflows.errors import CheckpointError, ConfigError
 from visionflows.flows import AffineCoupling, LUInvertibleConv1x1
+from visionflows.io.tf_bundle import read_tf_checkpoint
 from visionflows.noise.layers import GainLayer, NoiseFlowCouplingNet, SignalDependentLayer
 from visionflows.noise.model import PRESETS, NoiseFlow
-from visionflows.noise.tf_checkpoint import read_tf_checkpoint
 
 __all__ = ["load_official", "official_state", "template_mapping", "lower_from_vector", "upper_from_vector"]
 
