@@ -1,13 +1,14 @@
 # visionflows: the two commands of the README.
 #   make demo   installs into .venv (CPU PyTorch first) and runs `visionflows demo`
-#   make test   installs into .venv and runs the test suite
+#   make test   installs into .venv and runs ruff + the whole test suite (what .ci/run runs)
+#   make test-fast   the inner loop: ruff + every test not marked `slow` (under 2 minutes on 2 cores)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # torch 2.13.0 is the CPU build on this project's machines; torch>=2.3 stays open in pyproject.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo demo-quick test lint docs bench
+.PHONY: install demo demo-quick test test-fast lint docs bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,10 @@ demo-quick: install
 test: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -2,6 +2,11 @@
 
 ``shared_dir`` points at ``../shared`` next to the checkout (override with ``VISIONFLOWS_SHARED``). Tests that
 need it skip with a reason when it is absent, and fail instead when ``VISIONFLOWS_REQUIRE_SHARED=1``.
+
+Marks: only those registered in pyproject.toml (``slow``, plus pytest's own) are allowed, even when
+``--strict-markers`` is dropped from the command line. Tests that take longer than ``VISIONFLOWS_SLOW_SECONDS``
+(default 5 s: setup + call + teardown) without the ``slow`` mark are listed at the end of the run, so that
+``make test-fast`` (``-m "not slow"``) stays fast.
 """
 
 from __future__ import annotations
@@ -34,3 +39,36 @@ def shared_dir() -> Path:
 def _deterministic_threads():
     torch.manual_seed(0)
     yield
+
+
+def _registered_marks(config: pytest.Config) -> set[str]:
+    # lines look like "slow: description" or "skipif(condition, ..., *, reason=...): description"
+    return {line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    known = _registered_marks(config)
+    bad = sorted({f"{item.nodeid}: @pytest.mark.{m.name}" for item in items for m in item.iter_markers()
+                  if m.name not in known})
+    if bad:
+        raise pytest.UsageError("unregistered pytest marks (register them in pyproject.toml's "
+                                "[tool.pytest.ini_options] markers, or fix the typo):\n  " + "\n  ".join(bad))
+
+
+_durations: dict[str, float] = {}
+_marked_slow: set[str] = set()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+    if "slow" in report.keywords:
+        _marked_slow.add(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    limit = float(os.environ.get("VISIONFLOWS_SLOW_SECONDS", "5"))
+    late = sorted(((d, n) for n, d in _durations.items() if d > limit and n not in _marked_slow), reverse=True)
+    if late:
+        terminalreporter.section(f"tests over {limit:g} s without @pytest.mark.slow (mark them, or make them faster)")
+        for d, n in late:
+            terminalreporter.line(f"{d:6.1f} s  {n}")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from browser import render_dom
 from visionflows.cli.main import main
 
 
+@pytest.mark.slow
 def test_quick_demo_end_to_end_and_report_renders(tmp_path, shared_dir, capsys):
     run = tmp_path / "demo"
     official = shared_dir / "anchors" / "noiseflow_official"

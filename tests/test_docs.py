@@ -79,12 +79,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_every_nav_page_is_built(site: Path) -> None:
     for page in _nav_pages():
         html = site / ("index.html" if page == "index.md" else Path(page).with_suffix("") / "index.html")
         assert html.is_file(), f"{page} was not rendered to {html}"
 
 
+@pytest.mark.slow
 def test_api_page_documents_key_names(site: Path) -> None:
     html = (site / "api" / "index.html").read_text(encoding="utf-8")
     missing = [name for name in KEY_NAMES if f'id="{name}"' not in html]
@@ -93,6 +95,7 @@ def test_api_page_documents_key_names(site: Path) -> None:
         assert short in html
 
 
+@pytest.mark.slow
 def test_pages_mention_their_papers(site: Path) -> None:
     index = (site / "index.html").read_text(encoding="utf-8")
     for cite in ("Noise Flow", "Wavelet Flow", "Glow", "Unprocessing Images", "Modeling sRGB Camera Noise"):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from browser import render_dom, screenshot
 from visionflows.report import Report
 
 
+@pytest.mark.slow
 def test_report_renders_images_and_tables_in_chromium(tmp_path):
     img = tmp_path / "figs" / "a.png"
     img.parent.mkdir()

@@ -87,6 +87,7 @@ def test_resume_continues_a_level(tmp_path):
     assert res.step == 4
 
 
+@pytest.mark.slow
 def test_train_all_levels_runs_separate_processes(tmp_path):
     root = tmp_path / "all"
     codes = train_all_levels("tiny_8", root, parallel=2, levels=[0, 1], steps=2, threads=1,
