@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from visionflows.cli.main import main
 from visionflows.cli.noise import _write_mat
@@ -156,6 +155,10 @@ def test_eval_errors(tmp_path, capsys):
 
 
 def test_presets_listing(capsys):
+    from visionflows.noise.model import PRESETS
+
     assert main(["noise", "presets"]) == 0
-    assert "noiseflow_s_g " in capsys.readouterr().out
-    torch.manual_seed(0)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [r[0] for r in rows] == list(PRESETS)  # every preset, in order, with its paper count and arch
+    for r, (arch, _paper, count) in zip(rows, PRESETS.values()):
+        assert r[-2:] == [str(count), arch], r

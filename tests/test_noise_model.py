@@ -93,11 +93,27 @@ def test_continuous_iso_interpolates_in_log_iso():
 
 
 def test_training_mode_gradients_and_save_load(tmp_path):
-    model = create_model("noiseflow_s_ax1_g_ax1")
-    noise, clean = _batch()
-    loss = -model.log_prob(noise, clean, 800, "IP").mean()
-    loss.backward()
-    assert model.layer("sdn0").beta1.grad is not None
+    model = create_model("noiseflow_s_ax1_g_ax1").double()
+    noise, clean = (t.double() for t in _batch())
+
+    def loss():
+        return -model.log_prob(noise, clean, 800, "IP").mean()
+
+    loss().backward()
+    # backprop through the signal-dependent and gain layers equals central differences (float64)
+    for layer, attr in (("sdn0", "beta1"), ("sdn0", "beta2"), ("gain2", "gain_val")):
+        p, name = getattr(model.layer(layer), attr), f"{layer}.{attr}"
+        h = 1e-6 * max(1.0, float(p.detach().abs()))
+        with torch.no_grad():
+            p0 = p.detach().clone()
+            p.copy_(p0 + h)
+            up = float(loss())
+            p.copy_(p0 - h)
+            down = float(loss())
+            p.copy_(p0)
+        assert float(p.grad) != 0.0 and math.isclose(float(p.grad), (up - down) / (2 * h), rel_tol=1e-4), name
+    model = model.float()
+    noise, clean = noise.float(), clean.float()
     model.eval()
     path = save_model(model, tmp_path / "nf.safetensors")
     loaded = load_model(path)
@@ -137,8 +153,11 @@ def test_camera_nlf_baseline():
     assert torch.allclose(per_sample.double(), expect, atol=1e-5)
     with pytest.raises(InputError, match="G4 at ISO 1600"):
         m.log_prob(noise, clean, 1600, "G4")
-    s = m.sample(clean, 800, "S6", generator=torch.Generator().manual_seed(0))
-    assert s.shape == clean.shape
+    flat = torch.full((64, 4, 16, 16), 0.4)
+    s = m.sample(flat, 800, "S6", generator=torch.Generator().manual_seed(0))
+    var = b1 * 0.4 + b2
+    assert s.shape == flat.shape  # 65536 draws: the variance is the NLF's to ~1 %, the mean 0 to ~0.4 % of a sigma
+    assert abs(float(s.var()) / var - 1) < 0.03 and abs(float(s.mean())) < 0.02 * math.sqrt(var)
 
 
 def test_heteroscedastic_fit_recovers_nlf(tmp_path):

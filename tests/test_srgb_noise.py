@@ -91,17 +91,19 @@ def test_size_mismatch(tmp_path, capsys):
     assert "7_clean.png" in capsys.readouterr().err
 
 
-def test_16bit_mix(tmp_path):
-    make_pairs(tmp_path)
-    Image.fromarray(np.full((48, 48), 1000, np.uint16)).save(tmp_path / "7_clean.png")
-    with pytest.raises(DataError, match="mixes bit depths.*16-bit"):
-        load_pairs(tmp_path)
-    assert main(["denoise", "eval", "--model", "x.safetensors", "--data", str(tmp_path), "--out",
-                 str(tmp_path / "o")]) == 2
-    with pytest.raises(DataError, match="16-bit"):
-        from visionflows.data.srgb_pairs import read_png_u8
+def test_16bit_pngs_are_scaled_to_8_bits_like_every_loader(tmp_path):
+    from visionflows.data.images import load_image
+    from visionflows.data.srgb_pairs import read_png_u8
 
-        read_png_u8(tmp_path / "7_clean.png")
+    make_pairs(tmp_path)
+    clean8 = np.asarray(Image.open(tmp_path / "7_clean.png").convert("L"))
+    Image.fromarray(clean8).save(tmp_path / "7_clean.png")  # greyscale 8-bit
+    Image.fromarray(clean8.astype(np.uint16) * 257).save(tmp_path / "g16.png")  # the same pixels in 16 bits
+    assert np.array_equal(read_png_u8(tmp_path / "g16.png"), read_png_u8(tmp_path / "7_clean.png"))
+    assert np.array_equal(load_image(tmp_path / "g16.png", 1)[0].numpy(), clean8)  # wavelet / glow loader
+    (tmp_path / "g16.png").replace(tmp_path / "7_clean.png")  # a pair mixing 8 and 16 bits loads the same
+    pairs = load_pairs(tmp_path)
+    assert np.array_equal(pairs.clean[pairs.names.index("7")][..., 0], clean8)
 
 
 def test_misaligned(tmp_path):
@@ -198,8 +200,10 @@ def test_fit_flow_improves_and_evaluate(tmp_path):
     gauss_var = float(dequantize_noise(patches["noisy"], patches["clean"]).var())
     scores = evaluate_srgb_noise_models({"flow": flow, "gauss": SRGBGaussianNoise(gauss_var)}, patches)
     assert 1.0 < scores["gauss"]["nll_per_dim"] < 5.0
-    assert scores["flow"]["nll_per_dim"] < scores["gauss"]["nll_per_dim"] + 0.3
-    assert 0 <= scores["flow"]["kl"] < 1.0
+    # the noise is heteroscedastic (ISO 400 has twice the sigma): 30 steps already beat the best single Gaussian
+    # (measured 3.16 vs 3.26 nats/dim, KL 0.045 vs 0.126)
+    assert scores["flow"]["nll_per_dim"] < scores["gauss"]["nll_per_dim"] - 0.03, scores
+    assert 0 <= scores["flow"]["kl"] < scores["gauss"]["kl"], scores
     assert load_model(tmp_path / "run").kind == "srgb_noiseflow"
 
 

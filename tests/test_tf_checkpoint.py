@@ -30,8 +30,10 @@ def _copy(official: Path, dst: Path) -> Path:
 
 def test_crc32c_known_vector() -> None:
     assert crc32c(b"123456789") == 0xE3069283
-    assert crc32c(b"") == 0
-    assert 0 <= masked_crc32c(b"abc") < 2**32
+    assert crc32c(b"") == 0 and crc32c(b"abc") == 0x364B3FB7
+    # TF / LevelDB mask: rotate right by 15 bits, add 0xa282ead8 (mod 2**32); 0xE3069283 rotated is 0x2507C60D
+    assert masked_crc32c(b"") == 0xA282EAD8
+    assert masked_crc32c(b"123456789") == (0x2507C60D + 0xA282EAD8) % 2**32 == 0xC78AB0E5
 
 
 def test_reads_official_checkpoint(official: Path) -> None:

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from visionflows.cli.main import main
@@ -130,4 +129,3 @@ def test_train_errors_exit_2(tmp_path, capsys):
     assert main(["wavelet", "train", "--preset", "tiny_8", "--level", "0", "--data", str(npz), "--run-dir",
                  str(tmp_path / "n")]) == 2
     assert "16×16 images but the model is 8×8" in capsys.readouterr().err
-    assert torch.get_num_threads() >= 1
