@@ -11,8 +11,15 @@ Resize / crop policy (documented, deterministic where it matters):
   (default ``4·resolution``), then take random ``resolution``-sized crops for training and a fixed grid of
   non-overlapping crops for evaluation.
 
-Corrupt or unreadable images are never dropped silently: ``on_error="skip"`` warns naming the file,
-``on_error="stop"`` raises :class:`~visionflows.errors.DataError`.
+Corrupt or unreadable images are never dropped silently: ``on_error="skip"`` warns once naming the skipped
+files, ``on_error="stop"`` raises :class:`~visionflows.errors.DataError`; a folder where nothing is readable is
+one error (no warnings).
+
+Decoding (:func:`read_image_array`, used by every loader of the package, the sRGB pairs included): 8-bit images
+as they are; 16-bit images scaled to 8 bits by keeping the high byte (``v >> 8``, what PIL does for 16-bit
+RGB), so a 16-bit PNG gives the same pixels as its 8-bit version. Images whose header claims more than
+:func:`max_image_pixels` pixels (default 100 megapixels; raise it with the ``VISIONFLOWS_MAX_IMAGE_PIXELS``
+environment variable) are refused before decoding, a guard against decompression bombs.
 
 Built-in photos (no download): real photographs bundled with scikit-image (``skimage.data``). The held-out split
 is ``chelsea`` and ``coffee``; the training split is the other seven.
@@ -33,6 +40,10 @@ from torch import Tensor
 from visionflows.errors import DataError, InputError
 
 __all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "MAX_PIXELS_ENV",
+    "max_image_pixels",
+    "read_image_array",
     "BUILTIN_PHOTOS",
     "BUILTIN_TEST",
     "IMAGE_EXTENSIONS",
@@ -50,6 +61,10 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+#: decoded images larger than this many pixels are refused (decompression-bomb guard)
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+#: environment variable that raises (or lowers) the limit
+MAX_PIXELS_ENV = "VISIONFLOWS_MAX_IMAGE_PIXELS"
 BUILTIN_PHOTOS = (
     "astronaut",
     "coffee",
@@ -93,24 +108,93 @@ def to_channels(img: Tensor, channels: int, name: str = "image") -> Tensor:
     raise InputError(f"{name} has {c} channel(s); cannot convert to {channels}.", "use RGB or greyscale images.")
 
 
-def load_image(path: str | os.PathLike, channels: int | None = 3) -> Tensor:
-    """Read an image file → uint8 ``[channels, H, W]``; :class:`DataError` if unreadable or corrupt.
+def max_image_pixels() -> int:
+    """The decoded-size limit: ``$VISIONFLOWS_MAX_IMAGE_PIXELS`` if set, else :data:`DEFAULT_MAX_IMAGE_PIXELS`."""
+    raw = os.environ.get(MAX_PIXELS_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"{MAX_PIXELS_ENV}={raw!r} is not a positive number of pixels.",
+                         f"set it to e.g. {DEFAULT_MAX_IMAGE_PIXELS * 4} or unset it.")
+    return value
 
-    ``channels=None`` keeps the file's own colour mode: 1 for greyscale, 3 otherwise (alpha dropped).
-    """
+
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def read_image_array(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file → uint8 ``[H, W]`` (greyscale) or ``[H, W, 3]`` (colour; alpha dropped).
+
+    16-bit images are scaled to 8 bits (``v >> 8``); 32-bit float images must hold values in [0, 1] or
+    [0, 255]. :class:`DataError` for a missing, corrupt or oversized file (see the module docstring)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not an image file.", "give the path of a .png/.jpg image.")
+    limit = max_image_pixels()
     try:
-        with Image.open(path) as im:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # our own limit below, with a message that says how to raise it
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+        with im:
+            w, h = im.size
+            if w * h > limit:
+                raise DataError(
+                    f"image {path} is {w}x{h} = {w * h:,} pixels, above the limit of {limit:,} pixels (a guard "
+                    "against decompression bombs).",
+                    f"if the image is genuine, raise the limit: export {MAX_PIXELS_ENV}={w * h}.",
+                )
+            if w == 0 or h == 0:
+                raise DataError(f"image {path} is empty ({w}x{h}).", "replace or delete the file.")
             im.load()
-            mode = channels if channels is not None else (1 if im.mode in ("1", "L", "I", "I;16", "F") else 3)
-            im = im.convert("L" if mode == 1 else "RGB")
-            arr = np.asarray(im, dtype=np.uint8)
+            mode = im.mode
+            if mode.startswith("I"):  # 16-bit (or 32-bit integer) greyscale
+                arr = np.asarray(im).astype(np.int64)
+                sixteen = mode.startswith("I;16") or _png_bit_depth(path) == 16 or arr.max(initial=0) > 255
+                arr = (np.clip(arr, 0, 65535) >> 8 if sixteen else np.clip(arr, 0, 255)).astype(np.uint8)
+            elif mode == "F":
+                f = np.nan_to_num(np.asarray(im, dtype=np.float64))
+                arr = np.clip(np.round(f * 255.0 if f.max(initial=0) <= 1.0 else f), 0, 255).astype(np.uint8)
+            elif mode in _GREY_MODES:
+                arr = np.asarray(im.convert("L"), dtype=np.uint8)
+            else:
+                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except DataError:
+        raise
+    except FileNotFoundError as err:
+        raise DataError(f"image {path} does not exist.", "check the path.") from err
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-        raise DataError(
-            f"cannot read image {path}: {err}.", "replace or delete the corrupt file (or use on_error='skip')."
-        ) from err
+        raise DataError(f"cannot read image {path}: {err}.", "replace or delete the corrupt file.") from err
+    return arr
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    """Bit depth from a PNG's IHDR chunk (None for other files)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(26)
+    except OSError:
+        return None
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or len(head) < 26:
+        return None
+    return int(head[24])
+
+
+def load_image(path: str | os.PathLike, channels: int | None = 3) -> Tensor:
+    """Read an image file → uint8 ``[channels, H, W]``; :class:`DataError` if unreadable or corrupt.
+
+    ``channels=None`` keeps the file's own colour mode: 1 for greyscale, 3 otherwise (alpha dropped). Decoding
+    (16-bit scaling, the size limit) is :func:`read_image_array`'s.
+    """
+    arr = read_image_array(path)
     t = torch.from_numpy(arr.copy())
     t = t[None] if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
     return t if channels is None else to_channels(t, channels, str(path))
@@ -171,17 +255,26 @@ def load_folder(
     """
     _check_on_error(on_error)
     out: list[Tensor] = []
-    for path in list_images(root):
+    skipped: list[tuple[Path, str]] = []
+    files = list_images(root)
+    for path in files:
         try:
             img = load_image(path, channels)
         except DataError as err:
             if on_error == "stop":
                 raise
-            warnings.warn(f"skipping corrupt image {path}: {err.problem}", stacklevel=2)
+            skipped.append((path, err.problem))
             continue
         out.append(center_square(img, resolution) if resolution else img)
     if not out:
-        raise DataError(f"none of the images under {root} could be read.", "check the files.")
+        first = skipped[0][1] if skipped else "no images"
+        raise DataError(f"none of the {len(files)} image(s) under {root} could be read (first: {first}).",
+                        "replace or delete the corrupt files, or point --data at another folder.")
+    if skipped:
+        names = "; ".join(str(p) for p, _ in skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5
+                                                              else "")
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s) of {len(files)} under {root}: {names} "
+                      f"(first problem: {skipped[0][1]})", stacklevel=2)
     return out
 
 
@@ -192,7 +285,11 @@ def load_imagenet_npz(
 
     Returns uint8 ``[N, 3, r, r]`` (and the ``labels`` as stored, 1-based, if ``return_labels``).
     """
+    import zipfile
+
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"ImageNet file {path} is a folder, not an .npz file.", "check the --data path.")
     if not path.is_file():
         raise DataError(f"ImageNet file {path} does not exist.", "check the --data path.")
     try:
@@ -202,10 +299,14 @@ def load_imagenet_npz(
                                 "use a downsampled-ImageNet .npz (train_data_batch_*.npz / val_data.npz).")
             data = np.asarray(f["data"])
             labels = np.asarray(f["labels"]) if "labels" in f else None
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read {path}: {err}.", "the file is corrupt or not an .npz archive.") from err
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise DataError(f"cannot read {path}: {err or type(err).__name__}.",
+                        "the file is corrupt or not an .npz archive: re-download it.") from err
     if data.dtype != np.uint8 or data.ndim != 2:
-        raise DataError(f"{path}: 'data' must be uint8 [N, 3·r²], got {data.dtype} {data.shape}.")
+        raise DataError(f"{path}: 'data' must be uint8 [N, 3·r²], got {data.dtype} {data.shape}.",
+                        "use a downsampled-ImageNet .npz (train_data_batch_*.npz / val_data.npz).")
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise DataError(f"{path}: 'data' holds no images (shape {data.shape}).", "use a non-empty ImageNet file.")
     r = int(round(math.sqrt(data.shape[1] / 3)))
     if 3 * r * r != data.shape[1] or (resolution is not None and r != resolution):
         raise DataError(

@@ -4,15 +4,15 @@ Layout (as ``shared/data/srgb_pairs/{sidd_crops,cc15}``): a folder (searched rec
 ``<stem>_noisy.png`` / ``<stem>_clean.png`` pairs. Camera and ISO are parsed from stems like
 ``{camera}_iso{N}_{k}`` (e.g. ``d800_iso3200_1``); other stems (``0``, ``11``) have unknown camera and ISO.
 
-Every problem names the file: a missing partner, a size mismatch, 16-bit files (only 8-bit is supported,
-including 8/16-bit mixes), non-RGB images and pairs whose content is visibly shifted (misaligned) raise
-:class:`~visionflows.errors.DataError`.
+Every problem names the file: a missing partner, a size mismatch, an unreadable or oversized image and pairs
+whose content is visibly shifted (misaligned) raise :class:`~visionflows.errors.DataError`. Images are decoded
+by :func:`visionflows.data.images.read_image_array`, like every image in the package: 16-bit PNGs are scaled to
+8 bits (``v >> 8``), greyscale is repeated to RGB, alpha is dropped.
 """
 
 from __future__ import annotations
 
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +52,9 @@ def find_pairs(root: str | Path) -> list[SRGBPair]:
     Raises DataError if ``root`` is missing, holds no pairs, or a file has no partner.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"sRGB pair folder {root} is a file, not a folder.",
+                        "pass a folder of <name>_noisy.png / <name>_clean.png pairs.")
     if not root.is_dir():
         raise DataError(f"sRGB pair folder {root} does not exist.",
                         "pass a folder of <name>_noisy.png / <name>_clean.png pairs.")
@@ -71,33 +74,15 @@ def find_pairs(root: str | Path) -> list[SRGBPair]:
     return pairs
 
 
-def _png_bit_depth(path: Path) -> int | None:
-    """Bit depth from a PNG's IHDR chunk (None for non-PNG files)."""
-    with open(path, "rb") as fh:
-        head = fh.read(26)
-    if head[:8] != b"\x89PNG\r\n\x1a\n" or len(head) < 26:
-        return None
-    return int(struct.unpack(">B", head[24:25])[0])
-
-
 def read_png_u8(path: str | Path) -> np.ndarray:
-    """An 8-bit image file as ``uint8 [H, W, 3]`` (grey is repeated, alpha dropped). DataError otherwise."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file as ``uint8 [H, W, 3]`` (16-bit scaled to 8, grey repeated, alpha dropped); DataError if
+    unreadable (see :func:`visionflows.data.images.read_image_array`)."""
+    from visionflows.data.images import read_image_array
 
-    path = Path(path)
-    try:
-        depth = _png_bit_depth(path)
-        with Image.open(path) as im:
-            mode = im.mode
-            if depth is not None and depth > 8 or mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                raise DataError(f"{path} is a {depth or 16}-bit image; only 8-bit sRGB pairs are supported.",
-                                "convert both images of the pair to 8-bit PNG.")
-            if mode not in ("RGB", "RGBA", "L", "P", "LA"):
-                raise DataError(f"{path} has unsupported image mode {mode}.", "save it as an 8-bit RGB PNG.")
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError) as err:
-        raise DataError(f"{path} is not a readable image ({err}).", "re-export the file as an 8-bit PNG.") from err
-    return arr
+    arr = read_image_array(path)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(arr)
 
 
 def check_alignment(noisy: np.ndarray, clean: np.ndarray, name: str, max_shift: int = 3, crop: int = 192) -> None:
@@ -230,10 +215,6 @@ def load_pairs(root: str | Path, check_aligned: bool = True) -> SRGBPairs:
     pairs = find_pairs(root)
     names, noisy, clean, cams, isos = [], [], [], [], []
     for p in pairs:
-        dn, dc = _png_bit_depth(p.noisy_path), _png_bit_depth(p.clean_path)
-        if dn is not None and dc is not None and dn != dc:
-            raise DataError(f"pair {p.name} mixes bit depths: {p.noisy_path} is {dn}-bit, {p.clean_path} is "
-                            f"{dc}-bit.", "convert both images to 8-bit PNG.")
         a, b = read_png_u8(p.noisy_path), read_png_u8(p.clean_path)
         if a.shape != b.shape:
             raise DataError(f"pair {p.name}: {p.noisy_path} is {a.shape[1]}x{a.shape[0]} but {p.clean_path} is "

@@ -2,8 +2,10 @@
 
 from visionflows.training.ema import EMA
 from visionflows.training.optim import GlowAdamax, build_optimizer, linear_warmup
+from visionflows.training.rundir import RunDirBusyError, open_run_dir
 from visionflows.training.trainer import (
     CHECKPOINT_VERSION,
+    TRAIN_RULES,
     TrainConfig,
     TrainResult,
     TrainTask,
@@ -14,6 +16,8 @@ from visionflows.training.trainer import (
 __all__ = [
     "CHECKPOINT_VERSION",
     "EMA",
+    "RunDirBusyError",
+    "TRAIN_RULES",
     "GlowAdamax",
     "TrainConfig",
     "TrainResult",
@@ -21,5 +25,6 @@ __all__ = [
     "build_optimizer",
     "find_checkpoints",
     "linear_warmup",
+    "open_run_dir",
     "train",
 ]

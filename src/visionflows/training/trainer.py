@@ -27,10 +27,45 @@ from visionflows.io import atomic_dir, atomic_write_text, read_model_file, save_
 from visionflows.training.distributed import DistInfo, cleanup_distributed, resolve_device, setup_distributed
 from visionflows.training.ema import EMA
 from visionflows.training.optim import build_optimizer, linear_warmup
+from visionflows.training.rundir import RunDir, check_resume_flags, open_run_dir
+from visionflows.validation import (
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    OPEN_UNIT,
+    POSITIVE,
+    POSITIVE_INT,
+    Range,
+    check_choice,
+    check_device,
+    check_number,
+)
 
-__all__ = ["TrainConfig", "TrainTask", "TrainResult", "train", "find_checkpoints", "CHECKPOINT_VERSION"]
+__all__ = [
+    "TrainConfig", "TrainTask", "TrainResult", "train", "find_checkpoints", "CHECKPOINT_VERSION", "TRAIN_RULES",
+]
 
 CHECKPOINT_VERSION = 1
+
+#: the accepted values of every numeric :class:`TrainConfig` field; the CLI's trainer flags use the same rules
+TRAIN_RULES: dict[str, Range] = {
+    "steps": NON_NEGATIVE_INT,
+    "batch_size": POSITIVE_INT,
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "warmup_steps": NON_NEGATIVE_INT,
+    "grad_clip": POSITIVE,
+    "ema_decay": OPEN_UNIT,
+    "seed": NON_NEGATIVE_INT,
+    "checkpoint_every": POSITIVE_INT,
+    "keep_checkpoints": NON_NEGATIVE_INT,
+    "log_every": POSITIVE_INT,
+    "eval_every": NON_NEGATIVE_INT,
+    "num_threads": POSITIVE_INT,
+    "max_minutes": POSITIVE,
+}
+_OPTIONAL = ("grad_clip", "ema_decay", "num_threads", "max_minutes")
+_BOOLS = ("compile", "progress", "tensorboard")
+_CHOICES: dict[str, tuple] = {"amp": (None, "bf16", "fp16"), "optimizer": ("adam", "adamw", "adamax_glow")}
 
 
 @dataclass
@@ -60,15 +95,26 @@ class TrainConfig:
     max_minutes: float | None = None
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError(
-                f"invalid training config: steps={self.steps}, batch_size={self.batch_size}, lr={self.lr}.",
-                "use steps >= 0, batch_size >= 1 and lr > 0.",
-            )
-        if self.amp not in (None, "bf16", "fp16"):
-            raise ConfigError(f"unknown amp mode {self.amp!r}.", "use bf16, fp16 or leave it unset.")
+        """Every field is checked (type, finiteness, range); :class:`ConfigError` names the first bad one."""
+        for name, rule in TRAIN_RULES.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            setattr(self, name, check_number(value, f"training setting {name}", rule))
+        for name in _BOOLS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"training setting {name} must be true or false, got {getattr(self, name)!r}.",
+                                  f"set {name} to true or false.")
+        for name, choices in _CHOICES.items():
+            check_choice(getattr(self, name), f"training setting {name}", choices)
+        check_device(self.device, "training setting device", require_available=False)
         if self.betas is not None:
-            self.betas = (float(self.betas[0]), float(self.betas[1]))
+            if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2:
+                raise ConfigError(f"training setting betas must be two numbers, got {self.betas!r}.",
+                                  "use e.g. [0.9, 0.999].")
+            b = tuple(check_number(v, "training setting betas[i]", Range(low=0, high=1, high_open=True))
+                      for v in self.betas)
+            self.betas = (float(b[0]), float(b[1]))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -134,27 +180,23 @@ def find_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if p.is_dir() and (p / "state.pt").is_file())
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, is_main: bool) -> None:
-    if run_dir.exists() and not run_dir.is_dir():
-        raise OutputError(f"run directory {run_dir} exists and is not a directory.", "choose another --run-dir.")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not resume:
-        if not overwrite:
-            raise ConfigError(
-                f"run directory {run_dir} is not empty.",
-                "pass --resume to continue it, --overwrite to start again, or choose another --run-dir.",
-            )
-        if is_main:
-            for child in run_dir.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+def _checkpoint_step(path: Path, state: dict, steps: int) -> int:
+    """The step a checkpoint claims, checked against its folder name and the run's length."""
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise OutputError(
-            f"cannot write to run directory {run_dir}: {err.strerror or err}.", "choose a writable --run-dir."
-        ) from err
+        step = int(state["step"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"checkpoint {path} has no valid step.",
+                              f"delete {path} to resume from the previous checkpoint, or start again with "
+                              "--overwrite.") from None
+    named = path.name.removeprefix("step-")
+    if named.isdigit() and int(named) != step:
+        raise CheckpointError(f"checkpoint {path} claims step {step} but its folder says step {int(named)}.",
+                              f"delete {path} to resume from the previous checkpoint, or start again with "
+                              "--overwrite.")
+    if step > steps:
+        raise CheckpointError(f"checkpoint {path} is at step {step}, beyond this run's {steps} steps.",
+                              f"resume with --steps {step} or more, or start again with --overwrite.")
+    return step
 
 
 def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, ema: EMA | None, scaler) -> dict:
@@ -211,7 +253,12 @@ def _save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, ema,
         save_model(model, tmp / "model.safetensors", extra={"step": str(step)})
         if ema is not None:
             save_model(ema.shadow, tmp / "ema.safetensors", extra={"step": str(step), "ema": "1"})
-        torch.save(state, tmp / "state.pt")
+        try:
+            torch.save(state, tmp / "state.pt")
+        except (RuntimeError, OSError) as err:  # torch reports a full disk as RuntimeError("... write failed")
+            free = shutil.disk_usage(tmp).free
+            raise OutputError(f"cannot write checkpoint {target}: {str(err).splitlines()[0]} ({free} bytes free).",
+                              "free disk space (or use another --run-dir), then rerun with --resume.") from err
     for old in find_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -233,7 +280,8 @@ def _check_loss(loss: Tensor, step: int) -> None:
     if not torch.isfinite(loss.detach()):
         raise VisionflowsError(
             f"the loss became {float(loss)} at step {step}.",
-            "check the data for NaN/Inf, lower --lr, add warm-up or gradient clipping, then --resume.",
+            "check the data for NaN/Inf, or lower the learning rate / add warm-up or gradient clipping; then rerun "
+            "(with --resume to continue from the last checkpoint, if there is one).",
         )
 
 
@@ -244,7 +292,14 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
 ) -> TrainResult:
-    """Train ``task``'s model under ``config`` into ``run_dir``; see the module docstring."""
+    """Train ``task``'s model under ``config`` into ``run_dir``; see the module docstring.
+
+    The run directory's life cycle (lock, resume, cleanup) is :func:`visionflows.training.rundir.open_run_dir`'s:
+    ``resume`` needs a checkpoint to continue from, ``resume`` with ``overwrite`` is refused, a training that fails
+    before its first checkpoint leaves nothing behind.
+    """
+    check_resume_flags(resume, overwrite)
+    check_device(config.device, "training setting device")
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     run_dir = Path(run_dir)
@@ -256,14 +311,29 @@ def train(
         cleanup_distributed()
 
 
-def _train(task, config, run_dir, resume, overwrite, device, dist_info) -> TrainResult:  # noqa: C901
+def _train(task, config, run_dir, resume, overwrite, device, dist_info) -> TrainResult:
+    import torch.distributed as dist
+
+    run: RunDir | None = None
+    if dist_info.is_main:
+        run = open_run_dir(run_dir, resume, overwrite)
+    if dist_info.enabled:
+        dist.barrier()
+    try:
+        return _train_locked(task, config, run_dir, resume, device, dist_info)
+    except BaseException:
+        if run is not None:
+            run.discard_if_not_a_run()
+        raise
+    finally:
+        if run is not None:
+            run.release()
+
+
+def _train_locked(task, config, run_dir, resume, device, dist_info) -> TrainResult:  # noqa: C901
     import torch.distributed as dist
 
     is_main = dist_info.is_main
-    if is_main:
-        _prepare_run_dir(run_dir, resume, overwrite, is_main)
-    if dist_info.enabled:
-        dist.barrier()
     torch.manual_seed(config.seed)
     model = task.build_model().to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -278,7 +348,7 @@ def _train(task, config, run_dir, resume, overwrite, device, dist_info) -> Train
     if checkpoints:
         ema = EMA(model, config.ema_decay) if config.ema_decay else None
         state = _load_checkpoint(checkpoints[-1], model, optimizer, scheduler, ema, scaler)
-        start = int(state["step"])
+        start = _checkpoint_step(checkpoints[-1], state, config.steps)
     else:
         # data-dependent initialisation (ActNorm) on the first batch; all-reduced across ranks.
         model.train()
@@ -405,8 +475,12 @@ def _log_eval(task, model, ema, writer, run_dir: Path, step: int, history) -> di
 
 
 def _append_metrics(path: Path, row: dict) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(row) + "\n")
+    try:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+    except OSError as err:
+        raise OutputError(f"cannot append to {path}: {err.strerror or err}.",
+                          "free disk space (or use another --run-dir), then rerun with --resume.") from err
 
 
 def _truncate_metrics(path: Path, start: int) -> None:
