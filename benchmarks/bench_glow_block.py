@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import time_call, write_result  # noqa: E402
 from visionflows.flows import Compose  # noqa: E402
-from visionflows.flows.glow import glow_step  # noqa: E402
+from visionflows.glow import glow_step  # noqa: E402
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 All three runs use the real training path (:func:`visionflows.training.train` through
 :func:`~visionflows.wavelet.train.train_level` / :func:`~visionflows.wavelet.train.train_all_levels` /
-:class:`~visionflows.flows.glow.GlowImageTask`) on random crops of the built-in photos, Glow's Adamax, lr 1e-3,
+:class:`~visionflows.glow.GlowImageTask`) on random crops of the built-in photos, Glow's Adamax, lr 1e-3,
 100 warm-up steps, the same batch size, and get ``--minutes`` of training wall time each, cut into ``--points``
 rounds (every run resumes from its checkpoint). After every round the held-out bits/dim is measured (not
 counted in the wall time) on ``open_images("builtin", R, 3, "test").eval_images`` with dequantisation seed 1234:
@@ -12,7 +12,7 @@ counted in the wall time) on ``open_images("builtin", R, 3, "test").eval_images`
 * ``wf_parallel``: the levels as separate processes (``visionflows wavelet train --level L``), ``--parallel`` at a
   time with ``cores/parallel`` threads each; a round is split evenly into ``ceil((n+1)/parallel)`` waves (the
   per-process start-up — Python, torch, data — is inside the measured time);
-* ``glow``: :class:`~visionflows.flows.glow.Glow` with ``--glow-levels/--glow-steps/--glow-width`` chosen so
+* ``glow``: :class:`~visionflows.glow.Glow` with ``--glow-levels/--glow-steps/--glow-width`` chosen so
   its parameter count is close to the Wavelet Flow's (default L=3, K=8, W=104: 1.24 M vs cpu_32's 1.25 M).
 
 Writes ``benchmarks/results/wavelet_vs_glow.json`` and ``wavelet_vs_glow.png`` (bits/dim vs wall seconds).
@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import RESULTS, write_result  # noqa: E402
 from visionflows.data.images import open_images  # noqa: E402
-from visionflows.flows.glow import Glow, GlowImageTask  # noqa: E402
+from visionflows.glow import Glow, GlowImageTask  # noqa: E402
 from visionflows.io import atomic_write_bytes, load_model  # noqa: E402
 from visionflows.training import TrainConfig, train  # noqa: E402
 from visionflows.wavelet.presets import get_preset  # noqa: E402

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from visionflows.errors import CheckpointError, ConfigError, OutputError
-from visionflows.flows.glow import GlowImageTask
+from visionflows.glow import GlowImageTask
 from visionflows.io import load_model
 from visionflows.training import GlowAdamax, TrainConfig, find_checkpoints, train
 
@@ -113,6 +113,7 @@ def test_corrupt_checkpoint_gives_clear_error(tmp_path):
         load_model(ckpt)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     steps = 12
     ref = tmp_path / "ref"
@@ -147,6 +148,7 @@ def _torchrun(args: list[str]) -> None:
     subprocess.run(cmd, check=True, env=_env(), timeout=240)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_identical_init_and_weights(tmp_path):
     # steps=0: only the data-dependent initialisation runs
     _torchrun([str(tmp_path / "init"), "0", "--dump", str(tmp_path / "init.pt")])

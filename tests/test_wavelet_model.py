@@ -115,7 +115,7 @@ def test_greyscale_level0_is_a_learned_gaussian_and_works():
     imgs = _imgs(4, 1, 8)
     out = m.bits_per_dim(imgs, torch.Generator().manual_seed(0))
     assert out["levels"].shape == (4, 4) and torch.isfinite(out["total"]).all()
-    s = m.sample(2, temperature=0.5, generator=torch.Generator().manual_seed(0))
+    s = m.sample_pyramid(2, temperature=0.5, generator=torch.Generator().manual_seed(0))
     assert [t.shape[-1] for t in s] == [1, 2, 4, 8] and s[-1].shape[1] == 1
 
 
@@ -141,8 +141,10 @@ def test_sampling_temperature_zero_is_deterministic_and_superres_shapes():
     m.train()
     m.log_prob(_imgs(8, 3, 8), torch.Generator().manual_seed(0))
     m.eval()
-    a = m.sample(3, temperature=0.0, generator=torch.Generator().manual_seed(1))
-    b = m.sample(3, temperature=0.0, generator=torch.Generator().manual_seed(2))
+    full = m.sample(3, temperature=0.0, generator=torch.Generator().manual_seed(1))
+    a = m.sample_pyramid(3, temperature=0.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(full, a[-1])  # the contract's sample is the pyramid's finest level
+    b = m.sample_pyramid(3, temperature=0.0, generator=torch.Generator().manual_seed(2))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert [t.shape for t in a] == [(3, 3, 2**k, 2**k) for k in range(4)]
     assert float(a[-1].min()) >= 0 and float(a[-1].max()) <= 255

@@ -74,7 +74,7 @@ def test_train_levels_independently_and_assemble(tmp_path):
         assemble(root)
     partial = assemble(root, require=())
     assert partial.level_sources[3] == "untrained"
-    assert [s.shape[-1] for s in partial.sample(2, resolution=4)] == [1, 2, 4]
+    assert [s.shape[-1] for s in partial.sample_pyramid(2, resolution=4)] == [1, 2, 4]
     with pytest.raises(CheckpointError, match=r"level\(s\) \[3\]"):
         partial.sample(2)
 

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from visionflows.flows.glow import GlowImageTask
+from visionflows.glow import GlowImageTask
 from visionflows.training import TrainConfig, train
 
 

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from visionflows.data.images import open_images
-    from visionflows.flows.glow import GlowImageTask
+    from visionflows.glow import GlowImageTask
     from visionflows.training import train
 
     cfg = trainer_config(args, warmup_steps=200, optimizer="adamax_glow")

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from visionflows.errors import ConfigError
 from visionflows.flows.base import check_finite, check_nchw
-from visionflows.io import register_model_kind
+from visionflows.registry import register_model
 
 __all__ = ["DnCNN", "DOMAINS"]
 
@@ -80,6 +80,12 @@ class DnCNN(nn.Module):
         check_nchw(noisy, self.channels, "noisy")
         return self.net(noisy)
 
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> tuple[Tensor, None]:
+        """Noisy images ``[B, C, 16, 16]`` in [0, 1] (for the model harness)."""
+        gen = generator or torch.Generator().manual_seed(0)
+        clean = torch.rand(batch_size, self.channels, 16, 16, generator=gen)
+        return (clean + 0.05 * torch.randn(clean.shape, generator=gen)).clamp(0, 1), None
+
     def forward(self, noisy: Tensor) -> Tensor:
         """Denoised image ``noisy − predict_noise(noisy)``, ``[B, C, H, W]`` (not clipped)."""
         return noisy - self.predict_noise(noisy)
@@ -100,6 +106,14 @@ class DnCNN(nn.Module):
         return out[0] if single else out
 
 
-@register_model_kind("dncnn")
-def _build(config: dict[str, Any]) -> DnCNN:
-    return DnCNN(**config)
+def _dncnn_preset(domain: str, description: str):
+    def preset(**overrides: Any) -> DnCNN:
+        return DnCNN(**{"domain": domain, **overrides})
+
+    preset.__doc__ = description
+    preset.__qualname__ = preset.__name__ = f"dncnn_{domain}"
+    return register_model(f"dncnn_{domain}", family="denoise", aliases=("dncnn",) if domain == "raw" else ())(preset)
+
+
+_dncnn_preset("raw", "DnCNN for packed raw (depth 9, width 32: the Noise Flow paper's denoiser).")
+_dncnn_preset("srgb", "DnCNN for 8-bit sRGB (depth 9, width 32).")

@@ -5,8 +5,9 @@ from visionflows.flows.base import Bijector, Compose, Inverse, logdet_dtype, sum
 from visionflows.flows.conv1x1 import InvertibleConv1x1, LUInvertibleConv1x1
 from visionflows.flows.coupling import AdditiveCoupling, AffineCoupling, ZeroConv2d, conv_net_factory
 from visionflows.flows.model import FlowModel
-from visionflows.flows.priors import DiagonalGaussian, StandardNormal
+from visionflows.flows.priors import DiagonalGaussian, FactoredPrior, StandardNormal
 from visionflows.flows.reshape import HaarStep, Squeeze
+from visionflows.flows.scale import ContextScale
 
 __all__ = [
     "ActNorm",
@@ -14,7 +15,9 @@ __all__ = [
     "AffineCoupling",
     "Bijector",
     "Compose",
+    "ContextScale",
     "DiagonalGaussian",
+    "FactoredPrior",
     "FlowModel",
     "HaarStep",
     "Inverse",

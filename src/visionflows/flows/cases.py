@@ -110,8 +110,27 @@ def inverse_of_squeeze_compose() -> BijectorCase:
 
 @register_case
 def glow_multiscale_transform() -> BijectorCase:
-    from visionflows.flows.glow import _GlowTransform
+    from visionflows.glow import GlowTransform
 
     return BijectorCase(
-        "glow_multiscale_transform", lambda: _GlowTransform(3, 8, levels=2, steps=2, width=8), _x(2, 3, 8, 8) * 0.3
+        "glow_multiscale_transform", lambda: GlowTransform(3, 8, levels=2, steps=2, width=8), _x(2, 3, 8, 8) * 0.3
     )
+
+
+class _LogScaleNet(torch.nn.Module):
+    """A tiny conditioning network for the ContextScale case: σ = exp(conv(context))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 3, 1)
+
+    def forward(self, context: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(0.5 * self.conv(context))
+
+
+@register_case
+def context_scale() -> BijectorCase:
+    from visionflows.flows import ContextScale
+
+    return BijectorCase("context_scale", lambda: ContextScale(_LogScaleNet()), _x(2, 3, 4, 4),
+                        context=_x(2, 2, 4, 4, seed=1))

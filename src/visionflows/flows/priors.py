@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from visionflows.flows.base import sum_except_batch
 
-__all__ = ["StandardNormal", "DiagonalGaussian"]
+__all__ = ["StandardNormal", "DiagonalGaussian", "FactoredPrior"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -64,3 +64,46 @@ class DiagonalGaussian(nn.Module):
         eps = torch.randn(tuple(shape), generator=generator, device=device or self.loc.device, dtype=dtype)
         n = len(shape)
         return self._view(self.loc, n).to(dtype) + self._view(self.log_scale, n).exp().to(dtype) * temperature * eps
+
+
+class FactoredPrior(nn.Module):
+    """A prior over a flat latent ``[B, Σ_i prod(shape_i)]`` that is a product of priors over its reshaped parts.
+
+    Multi-scale models (Glow's factored-out halves, Wavelet Flow's levels) concatenate per-part latents; part
+    ``i`` is reshaped to ``[B, *shapes[i]]`` and scored by ``priors[i]``. With ``register=False`` the part priors
+    stay owned by the caller (no duplicate state-dict keys); this module then holds plain references.
+    """
+
+    def __init__(self, shapes: Sequence[Sequence[int]], priors: Sequence[nn.Module], register: bool = True) -> None:
+        super().__init__()
+        if len(shapes) != len(priors):
+            raise ValueError(f"{len(shapes)} shapes but {len(priors)} priors")
+        self.shapes = [tuple(int(v) for v in s) for s in shapes]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        if register:
+            self.parts = nn.ModuleList(priors)
+        else:
+            self.__dict__["parts"] = list(priors)  # not submodules: the owner registers them
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """``[B, N] -> [B]`` nats."""
+        b = z.shape[0]
+        total = None
+        for part, shape, prior in zip(torch.split(z, self.sizes, dim=1), self.shapes, self.parts):
+            lp = prior.log_prob(part.reshape(b, *shape))
+            total = lp if total is None else total + lp
+        return total
+
+    def sample(
+        self,
+        shape: Sequence[int],
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """Sample every part in order and concatenate: ``shape`` is ``(B, N)`` (or ``(B,)``)."""
+        b = int(shape[0])
+        parts = [prior.sample((b, *s), temperature, generator, device, dtype)
+                 for prior, s in zip(self.parts, self.shapes)]
+        return torch.cat([p.reshape(b, -1) for p in parts], dim=1)

@@ -19,11 +19,12 @@ from visionflows.flows.actnorm import ActNorm
 from visionflows.flows.base import Bijector, Compose, check_finite, check_nchw
 from visionflows.flows.conv1x1 import LUInvertibleConv1x1
 from visionflows.flows.coupling import AffineCoupling, conv_net_factory
-from visionflows.flows.priors import DiagonalGaussian
+from visionflows.flows.model import FlowModel
+from visionflows.flows.priors import DiagonalGaussian, FactoredPrior
 from visionflows.flows.reshape import Squeeze
-from visionflows.io import register_model_kind
+from visionflows.registry import HarnessSpec, register_model
 
-__all__ = ["Glow", "glow_step", "dequantize"]
+__all__ = ["Glow", "GlowTransform", "glow_step", "dequantize", "to_pixels"]
 
 LN2 = math.log(2.0)
 
@@ -47,7 +48,12 @@ def dequantize(images: Tensor, generator: torch.Generator | None = None, noise: 
     return (k + u) / 256.0 - 0.5
 
 
-class _GlowTransform(Bijector):
+def to_pixels(x: Tensor) -> Tensor:
+    """``x/256 − 0.5`` units → float pixels in [0, 255]."""
+    return ((x + 0.5) * 256.0).clamp(0, 255)
+
+
+class GlowTransform(Bijector):
     """The invertible part of :class:`Glow`; its latent is the concatenation of every scale's flattened output."""
 
     def __init__(self, channels: int, resolution: int, levels: int, steps: int, width: int) -> None:
@@ -91,18 +97,27 @@ class _GlowTransform(Bijector):
         return h, logdet
 
 
-class Glow(nn.Module):
-    """Multi-scale Glow on ``[B, channels, resolution, resolution]`` uint8 images."""
+class Glow(FlowModel):
+    """Multi-scale Glow on ``[B, channels, resolution, resolution]`` images (uint8, or float pixels in [0, 255]).
+
+    A :class:`~visionflows.flows.FlowModel`: ``log_prob(images, generator=...)`` dequantises (``preprocess``) and
+    scores in units ``x/256 − 0.5``; ``encode``/``decode`` act on those continuous units; ``sample(n)`` returns
+    float pixels. ``forward(x)`` (the training objective) takes already dequantised ``x``.
+    """
 
     kind = "glow"
+    conditional = False
 
     def __init__(self, channels: int = 3, resolution: int = 32, levels: int = 3, steps: int = 8, width: int = 128):
-        super().__init__()
+        if int(levels) < 1:
+            raise InputError(f"Glow needs at least 1 level, got {levels}.", "use --levels 1 or more.")
         if resolution % (2**levels):
             raise InputError(f"Glow resolution {resolution} is not divisible by 2^levels = {2**levels}.")
+        transform = GlowTransform(channels, resolution, levels, steps, width)
+        priors = nn.ModuleList(DiagonalGaussian(s[0]) for s in transform.shapes)
+        super().__init__(transform, FactoredPrior(transform.shapes, list(priors), register=False))
+        self.priors = priors  # state-dict keys priors.{i}.loc / log_scale (as in earlier files)
         self.channels, self.resolution, self.levels, self.steps, self.width = channels, resolution, levels, steps, width
-        self.transform = _GlowTransform(channels, resolution, levels, steps, width)
-        self.priors = nn.ModuleList(DiagonalGaussian(s[0]) for s in self.transform.shapes)
 
     def model_config(self) -> dict[str, int]:
         return dict(channels=self.channels, resolution=self.resolution, levels=self.levels, steps=self.steps,
@@ -118,113 +133,53 @@ class Glow(nn.Module):
             )
         check_finite(images, "images")
 
+    def preprocess(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Pixels → dequantised ``(k + u)/256 − 0.5`` on the model's device."""
+        self._check(x)
+        ref = self.reference_tensor()
+        return dequantize(x, generator).to(ref.device, ref.dtype)
+
+    def postprocess(self, data: Tensor) -> Tensor:
+        return to_pixels(data)
+
     def log_prob_continuous(self, x: Tensor) -> Tensor:
         """Log-density (nats) of already dequantised inputs ``x`` in ``[−0.5, 0.5)``, ``[B]``."""
         z, logdet = self.transform(x)
-        sizes = [math.prod(s) for s in self.transform.shapes]
-        lp = logdet
-        for part, shape, prior in zip(torch.split(z, sizes, dim=1), self.transform.shapes, self.priors):
-            lp = lp + prior.log_prob(part.reshape(z.shape[0], *shape))
-        return lp
+        return self.prior.log_prob(z) + logdet
 
-    def log_prob(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Log-density (nats) of the dequantised images in units ``x/256 − 0.5`` (bits/dim = −lp/(N ln2) + 8)."""
-        self._check(images)
-        return self.log_prob_continuous(dequantize(images, generator).to(images.device))
+    def log_prob(self, x: Tensor, context: Any = None, *, generator: torch.Generator | None = None) -> Tensor:
+        """Log-density (nats) of the dequantised images in units ``x/256 − 0.5`` (bits/dim = −lp/(N ln2) + 8).
 
-    def forward(self, x: Tensor) -> Tensor:
+        ``generator`` may also be given as the second positional argument (earlier API)."""
+        if isinstance(context, torch.Generator):
+            context, generator = None, context
+        return self.log_prob_continuous(self.preprocess(x, generator))
+
+    def forward(self, x: Tensor, context: Any = None) -> Tensor:
         return self.log_prob_continuous(x)
 
     def bits_per_dim(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         n = images[0].numel()
-        return -self.log_prob(images, generator) / (n * LN2) + 8.0
+        return -self.log_prob(images, generator=generator) / (n * LN2) + 8.0
 
-    @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` samples as floats in [0, 255]."""
-        dev = next(self.parameters()).device
-        shapes = self.transform.shapes
-        parts = [prior.sample((n, *s), temperature, generator, dev) for prior, s in zip(self.priors, shapes)]
-        z = torch.cat([p.reshape(n, -1) for p in parts], dim=1)
-        x, _ = self.transform.inverse(z)
-        return ((x + 0.5) * 256.0).clamp(0, 255)
+    def latent_shape(self, num_samples: int, context: Any = None) -> tuple[int, ...]:
+        return (num_samples, sum(self.prior.sizes))
 
-
-class GlowImageTask:
-    """Trainer task: Glow on random crops (+ optional flips) of uint8 images.
-
-    ``images`` is a uint8 tensor ``[N, C, H, W]`` or an :class:`~visionflows.data.images.ImagePool` (its
-    ``eval_images`` are used for evaluation unless ``test_images`` is given).
-
-    ``loss`` is the mean bits/dim of the batch (``per_dim``); ``evaluate`` scores ``test_images`` (centre
-    crops) with a fixed dequantisation seed.
-    """
-
-    name = "glow"
-    unit = "bits/dim"
-
-    def __init__(
-        self,
-        images: Any,
-        resolution: int = 32,
-        levels: int = 3,
-        steps: int = 8,
-        width: int = 128,
-        batch_size: int = 16,
-        test_images: Tensor | None = None,
-        flip: bool = False,
-    ) -> None:
-        if hasattr(images, "crops"):  # an ImagePool
-            self.pool, self.channels = images, images.channels
-            test_images = images.eval_images if test_images is None else test_images
-        else:
-            check_nchw(images, None, "training images")
-            if images.shape[2] < resolution or images.shape[3] < resolution:
-                raise InputError(f"training images {tuple(images.shape)} are smaller than the crop {resolution}.")
-            self.pool, self.channels = None, int(images.shape[1])
-        self.images, self.test_images = images, test_images
-        self.resolution, self.levels, self.steps, self.width = resolution, levels, steps, width
-        self.batch_size, self.flip = batch_size, flip
-
-    def build_model(self) -> Glow:
-        return Glow(self.channels, self.resolution, self.levels, self.steps, self.width)
-
-    def config(self) -> dict[str, Any]:
-        return dict(resolution=self.resolution, levels=self.levels, steps=self.steps, width=self.width,
-                    batch_size=self.batch_size, flip=self.flip, n_images=len(self.images))
-
-    def batch(self, step: int, generator: torch.Generator) -> Tensor:
-        if self.pool is not None:
-            return dequantize(self.pool.crops(self.batch_size, self.resolution, generator, self.flip), generator)
-        n, _, h, w = self.images.shape
-        r = self.resolution
-        idx = torch.randint(0, n, (self.batch_size,), generator=generator)
-        ys = torch.randint(0, h - r + 1, (self.batch_size,), generator=generator)
-        xs = torch.randint(0, w - r + 1, (self.batch_size,), generator=generator)
-        crops = torch.stack([self.images[i, :, y : y + r, x : x + r] for i, y, x in zip(idx, ys, xs)])
-        if self.flip:
-            mask = torch.rand(self.batch_size, generator=generator) < 0.5
-            crops[mask] = crops[mask].flip(-1)
-        return dequantize(crops, generator)
-
-    def loss(self, model: nn.Module, batch: Tensor) -> tuple[Tensor, dict[str, float]]:
-        x = batch.to(next(model.parameters()).device)
-        bpd = -model(x) / (x[0].numel() * LN2) + 8.0
-        loss = bpd.mean()
-        return loss, {"per_dim": float(loss.detach())}
-
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        if self.test_images is None:
-            return {}
-        r = self.resolution
-        imgs = self.test_images
-        top, left = (imgs.shape[2] - r) // 2, (imgs.shape[3] - r) // 2
-        crops = imgs[:, :, top : top + r, left : left + r]
-        gen = torch.Generator().manual_seed(1234)
-        bpd = torch.cat([model.bits_per_dim(c, gen) for c in crops.split(64)])
-        return {"bits_per_dim": float(bpd.mean())}
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> tuple[Tensor, None]:
+        """Random uint8 images of the model's size."""
+        gen = generator or torch.Generator().manual_seed(0)
+        shape = (batch_size, self.channels, self.resolution, self.resolution)
+        return torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8), None
 
 
-@register_model_kind("glow")
-def _build_glow(config: dict[str, Any]) -> Glow:
-    return Glow(**config)
+@register_model("glow", family="glow", harness=HarnessSpec(overrides={"resolution": 8, "levels": 2, "steps": 2,
+                                                                      "width": 8}))
+def glow(**overrides: Any) -> Glow:
+    """Multi-scale Glow baseline (defaults: 32x32 RGB, 3 levels of 8 steps, width 128)."""
+    return Glow(**overrides)
+
+
+@register_model("glow_cpu_32", family="glow", harness=HarnessSpec(overrides={"resolution": 8, "levels": 2}))
+def glow_cpu_32(**overrides: Any) -> Glow:
+    """The CPU-sized Glow the benchmarks compare with Wavelet Flow's cpu_32 (3 levels of 4 steps, width 48)."""
+    return Glow(**{"channels": 3, "resolution": 32, "levels": 3, "steps": 4, "width": 48, **overrides})

@@ -1,9 +1,9 @@
-"""Versioned, self-describing model files and atomic writes.
+"""Versioned, self-describing model files.
 
 A model file is a ``.safetensors`` file whose metadata holds ``format`` (``"visionflows"``),
 ``format_version``, the model ``kind`` and its JSON ``config``; :func:`load_model` rebuilds the model from the
-registered builder of that kind and loads the weights (no pickle). Every write goes to a temporary file in the
-destination folder and is renamed into place, so a crash never leaves a half-written file.
+class registered for that kind (:mod:`visionflows.registry`) and loads the weights (no pickle). Files are
+written atomically (:mod:`visionflows.io.atomic`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = [
     "FORMAT_VERSION",
     "register_model_kind",
     "model_kinds",
+    "build_from_config",
     "save_model",
     "load_model",
     "read_model_file",
@@ -32,35 +33,39 @@ __all__ = [
 
 FORMAT = "visionflows"
 FORMAT_VERSION = 1
-_BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {}
-# modules that register model kinds when imported (load_model imports them lazily)
-KIND_MODULES = ("visionflows.noise", "visionflows.wavelet", "visionflows.denoise", "visionflows.flows.glow")
+_LEGACY_BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {}
 
 
 def register_model_kind(kind: str) -> Callable[[Callable[[dict[str, Any]], nn.Module]], Callable]:
-    """Decorator registering ``builder(config) -> model`` for model files of ``kind``."""
+    """Decorator registering a ``builder(config) -> model`` for files of ``kind`` (for models outside the
+    registry; registered presets get their file kind from :func:`visionflows.registry.register_model`)."""
 
     def deco(fn: Callable[[dict[str, Any]], nn.Module]) -> Callable[[dict[str, Any]], nn.Module]:
-        _BUILDERS[kind] = fn
+        _LEGACY_BUILDERS[kind] = fn
         return fn
 
     return deco
 
 
 def model_kinds() -> list[str]:
-    _import_kind_modules()
-    return sorted(_BUILDERS)
+    """Every file kind :func:`load_model` can rebuild."""
+    from visionflows.registry import list_kinds
+
+    return sorted(set(list_kinds()) | set(_LEGACY_BUILDERS))
 
 
-def _import_kind_modules() -> None:
-    import importlib
+def build_from_config(kind: str, config: dict[str, Any]) -> nn.Module:
+    """A fresh model of file ``kind`` from its ``model_config()`` (``cls.from_config`` or ``cls(**config)``)."""
+    from visionflows.registry import _KINDS, _load_families
 
-    for mod in KIND_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as err:
-            if not (err.name and (mod == err.name or mod.startswith(err.name + "."))):
-                raise
+    _load_families()
+    if kind in _LEGACY_BUILDERS and kind not in _KINDS:
+        return _LEGACY_BUILDERS[kind](config)
+    if kind not in _KINDS:
+        raise CheckpointError(f"unknown model kind {kind!r}.", f"known kinds: {', '.join(model_kinds())}.")
+    cls = _KINDS[kind]
+    from_config = getattr(cls, "from_config", None)
+    return from_config(config) if from_config is not None else cls(**config)
 
 
 def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -145,11 +150,14 @@ def _resolve_dir(path: Path) -> Path:
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild and load a model saved with :func:`save_model` (or a run / checkpoint directory)."""
     meta, state = read_model_file(path)
-    _import_kind_modules()
     kind = meta.get("kind", "")
-    if kind not in _BUILDERS:
-        raise CheckpointError(f"{path} holds a model of unknown kind {kind!r}; known: {sorted(_BUILDERS)}.")
-    model = _BUILDERS[kind](json.loads(meta["config"]))
+    try:
+        model = build_from_config(kind, json.loads(meta["config"]))
+    except CheckpointError as err:
+        raise CheckpointError(f"{path} holds a model of unknown kind {kind!r}.", err.fix) from err
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: its {kind} configuration cannot be rebuilt ({err}).",
+                              "the file was written by an incompatible visionflows version: re-export it.") from err
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

@@ -1,6 +1,7 @@
-"""Baseline noise models with the Noise Flow API (``log_prob``/``sample``/``encode``/``decode``).
+"""Baseline noise models: flows too (:class:`~visionflows.noise.base.NoiseModel`), with the same API as Noise Flow.
 
-All three are zero-mean Gaussians with a per-pixel std ``σ(y, ISO, camera)``; ``encode`` is ``z = n/σ``:
+All three are zero-mean Gaussians with a per-pixel std ``σ(y, ISO, camera)``: the flow is the fixed elementwise
+scaling ``z = n/σ`` (:class:`~visionflows.flows.ContextScale`) over a standard-normal prior:
 
 * :class:`GaussianNoise`: one variance for everything, the unbiased sample variance of the pooled training
   noise (the paper's "Gaussian" baseline, reference ``noiseflow.md`` §9).
@@ -19,77 +20,41 @@ import torch
 from torch import Tensor, nn
 
 from visionflows.errors import InputError
-from visionflows.flows import sum_except_batch
-from visionflows.io import register_model_kind
+from visionflows.flows import ContextScale, StandardNormal
+from visionflows.noise.base import NoiseModel
 from visionflows.noise.context import NoiseContext
-from visionflows.noise.model import resolve_context
 from visionflows.noise.nlf import CAMERAS, ISOS, NLF_TABLE
+from visionflows.registry import HarnessSpec, register_model
 
 __all__ = ["GaussianNoise", "CameraNLF", "HeteroscedasticNoise", "GaussianNoiseModel"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
 
-def _batched(x: Tensor) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise InputError(f"expected a torch.Tensor, got {type(x).__name__}.", "use torch.as_tensor.")
-    return x[None] if x.dim() == 3 else x
-
-
-class GaussianNoiseModel(nn.Module):
+class GaussianNoiseModel(NoiseModel):
     """Base: a zero-mean Gaussian with per-pixel std :meth:`std` ``[B, C, H, W]``."""
 
     continuous_iso = False
 
-    def std(self, ctx: NoiseContext, **kwargs: Any) -> Tensor:
+    def __init__(self) -> None:
+        super().__init__(ContextScale(self._scale), StandardNormal())
+
+    def std(self, ctx: NoiseContext) -> Tensor:
         raise NotImplementedError
 
-    def _ref(self) -> Tensor:
-        return next(iter(self.buffers()))
+    def _scale(self, ctx: NoiseContext, x: Tensor) -> Tensor:
+        return self.std(ctx)
 
-    def context(self, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None,
-                noise: Tensor | None = None) -> NoiseContext:
-        if isinstance(clean, Tensor):
-            clean = clean.to(self._ref().device)
-        return resolve_context(clean, iso, camera, noise=noise, continuous_iso=self.continuous_iso)
-
-    def encode(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None,
-               **kwargs: Any) -> tuple[Tensor, Tensor]:
-        """Noise → latent ``z = n/σ`` and ``log|det| = −Σ log σ`` ``[B]``."""
-        noise = _batched(noise)
-        ctx = self.context(clean, iso, camera, noise=noise)
-        s = self.std(ctx, **kwargs).to(noise.dtype)
-        return noise.to(s.device) / s, -sum_except_batch(torch.log(s))
-
-    def decode(self, z: Tensor, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None,
-               **kwargs: Any) -> Tensor:
-        z = _batched(z)
-        ctx = self.context(clean, iso, camera, noise=z)
-        return z.to(ctx.clean.device) * self.std(ctx, **kwargs).to(z.dtype)
-
-    def log_prob(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None,
-                 **kwargs: Any) -> Tensor:
-        """Log-density in nats per patch ``[B]``."""
-        z, logdet = self.encode(noise, clean, iso, camera, **kwargs)
-        return sum_except_batch(-0.5 * (z * z + _LOG_2PI)) + logdet
-
-    def nll_per_dim(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None,
-                    **kwargs: Any) -> Tensor:
-        noise = _batched(noise)
-        return -self.log_prob(noise, clean, iso, camera, **kwargs) / noise[0].numel()
-
-    def forward(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None) -> Tensor:
-        return self.log_prob(noise, clean, iso, camera)
-
-    @torch.no_grad()
-    def sample(self, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None, temperature: float = 1.0,
-               generator: torch.Generator | None = None, **kwargs: Any) -> Tensor:
-        """``σ·temperature·ε`` with ``ε ~ N(0, I)`` of the clean batch's shape."""
-        ctx = self.context(clean, iso, camera)
-        s = self.std(ctx, **kwargs)
-        eps = torch.randn(tuple(s.shape), generator=generator, dtype=s.dtype,
-                          device=generator.device if generator is not None else s.device).to(s.device)
-        return eps * temperature * s
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None,
+                       size: int = 8) -> tuple[Tensor, NoiseContext]:
+        """Noise and a context on (camera, ISO) pairs this baseline has (the SIDD table's)."""
+        gen = generator or torch.Generator().manual_seed(0)
+        clean = torch.rand(batch_size, 4, size, size, generator=gen) * 0.9 + 0.05
+        pairs = [(c, i) for (c, i) in sorted(NLF_TABLE)][:: max(1, len(NLF_TABLE) // 4)]
+        cams = [CAMERAS.index(pairs[k % len(pairs)][0]) for k in range(batch_size)]
+        isos = [pairs[k % len(pairs)][1] for k in range(batch_size)]
+        noise = torch.randn(batch_size, 4, size, size, generator=gen) * 0.02
+        return noise, NoiseContext.create(clean, isos, cams)
 
 
 class GaussianNoise(GaussianNoiseModel):
@@ -103,7 +68,7 @@ class GaussianNoise(GaussianNoiseModel):
         self.register_buffer("variance", torch.tensor(float(variance), dtype=torch.float64))
 
     def model_config(self) -> dict[str, Any]:
-        return {}
+        return {}  # the variance is a buffer, saved with the weights
 
     @torch.no_grad()
     def fit(self, noise: Tensor, chunk: int = 4096) -> GaussianNoise:
@@ -123,7 +88,7 @@ class GaussianNoise(GaussianNoiseModel):
         self.variance.fill_(max((s2 - n * mean * mean) / (n - 1), 1e-30))
         return self
 
-    def std(self, ctx: NoiseContext, **kwargs: Any) -> Tensor:
+    def std(self, ctx: NoiseContext) -> Tensor:
         return torch.sqrt(self.variance).to(ctx.clean.dtype).expand_as(ctx.clean)
 
 
@@ -155,15 +120,12 @@ class _PairTable(GaussianNoiseModel):
             raise InputError(f"{what} has no entry for camera {cam} at ISO {iso}.",
                              f"use one of the pairs {', '.join(pairs)}.")
 
-    def std(self, ctx: NoiseContext, nlf: tuple[Any, Any] | None = None, **kwargs: Any) -> Tensor:
-        if nlf is not None:
-            b = ctx.batch_size
-            b1 = torch.as_tensor(nlf[0], dtype=torch.float64, device=ctx.clean.device).reshape(-1).expand(b)
-            b2 = torch.as_tensor(nlf[1], dtype=torch.float64, device=ctx.clean.device).reshape(-1).expand(b)
-            if not (torch.isfinite(b1).all() and torch.isfinite(b2).all()) or bool((b1 < 0).any()):
-                raise InputError("per-sample NLF beta1/beta2 must be finite and beta1 >= 0.",
-                                 "read them from the image metadata (NoiseProfile); values <= 0 become 1e-6.")
-            b2 = torch.where(b2 <= 0, torch.full_like(b2, 1e-6), b2)
+    #: use a context's per-sample metadata NLF (``ctx.nlf``) when it carries one
+    uses_metadata_nlf = False
+
+    def std(self, ctx: NoiseContext) -> Tensor:
+        if self.uses_metadata_nlf and ctx.nlf is not None:
+            b1, b2 = ctx.nlf[:, 0], ctx.nlf[:, 1]
         else:
             b1, b2 = self._betas(ctx)
         var = b1.to(ctx.clean.dtype)[:, None, None, None] * ctx.clean + b2.to(ctx.clean.dtype)[:, None, None, None]
@@ -175,10 +137,12 @@ class CameraNLF(_PairTable):
 
     (β1, β2) come from the (camera, ISO) table (default: the 22 SIDD rows of
     :data:`visionflows.noise.nlf.NLF_TABLE`) or, per call, from ``nlf=(beta1 [B], beta2 [B])`` (each image's
-    metadata, as the official baseline does). Pairs without a table row raise InputError.
+    metadata, as the official baseline does; or a context whose ``nlf`` is set). Pairs without a table row raise
+    InputError.
     """
 
     kind = "camera_nlf"
+    uses_metadata_nlf = True
 
     def __init__(self, table: dict[tuple[str, int], tuple[float, float]] | None = None) -> None:
         super().__init__()
@@ -293,16 +257,23 @@ def _fit_pair(y: Tensor, n: Tensor, steps: int, lr: float) -> tuple[float, float
     return float(theta[0].exp()), float(theta[1].exp())
 
 
-@register_model_kind("gaussian_noise")
-def _build_gaussian(config: dict[str, Any]) -> GaussianNoise:
-    return GaussianNoise(**config)
+@register_model("gaussian_noise", family="noise")
+def gaussian_noise(**overrides: Any) -> GaussianNoise:
+    """Gaussian baseline: one variance for all noise (fit it with ``.fit(noise)``)."""
+    return GaussianNoise(**overrides)
 
 
-@register_model_kind("camera_nlf")
-def _build_nlf(config: dict[str, Any]) -> CameraNLF:
-    return CameraNLF()
+@register_model("camera_nlf", family="noise")
+def camera_nlf(**overrides: Any) -> CameraNLF:
+    """Camera NLF baseline: sigma^2 = beta1*y + beta2 from the SIDD (camera, ISO) table."""
+    return CameraNLF(**overrides)
 
 
-@register_model_kind("heteroscedastic_noise")
-def _build_hetero(config: dict[str, Any]) -> HeteroscedasticNoise:
-    return HeteroscedasticNoise()
+def _fit_on_example(model: HeteroscedasticNoise, noise: Tensor, ctx: NoiseContext) -> None:
+    model.fit(noise, ctx.clean, ctx.iso, ctx.camera)
+
+
+@register_model("heteroscedastic_noise", family="noise", harness=HarnessSpec(setup=_fit_on_example))
+def heteroscedastic_noise(**overrides: Any) -> HeteroscedasticNoise:
+    """Heteroscedastic Gaussian baseline: beta1, beta2 per (camera, ISO) fitted by maximum likelihood."""
+    return HeteroscedasticNoise(**overrides)

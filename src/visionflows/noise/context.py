@@ -81,6 +81,8 @@ class NoiseContext:
         clean: clean packed raw patches ``[B, 4, H, W]`` in normalised units ``[0, 1]``.
         iso: LongTensor ``[B]`` of ISO values (100, 400, …).
         camera: LongTensor ``[B]`` of camera indices (IP=0, GP=1, S6=2, N6=3, G4=4).
+        nlf: optional float64 ``[B, 2]``: each image's metadata noise-level function ``(beta1, beta2)`` (the DNG
+            NoiseProfile), used by :class:`~visionflows.noise.CameraNLF` instead of its table.
 
     Build it with :meth:`create`, which validates; the plain constructor does not.
     """
@@ -88,6 +90,7 @@ class NoiseContext:
     clean: Tensor
     iso: Tensor
     camera: Tensor
+    nlf: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -103,12 +106,32 @@ class NoiseContext:
             dtype, device = None, dtype
         clean = self.clean.to(device=device, dtype=dtype) if dtype is not None else self.clean.to(device=device)
         if device is None:
-            return NoiseContext(clean, self.iso, self.camera)
-        return NoiseContext(clean, self.iso.to(device), self.camera.to(device))
+            return NoiseContext(clean, self.iso, self.camera, self.nlf)
+        nlf = self.nlf.to(device) if self.nlf is not None else None
+        return NoiseContext(clean, self.iso.to(device), self.camera.to(device), nlf)
 
     def __getitem__(self, idx: Any) -> NoiseContext:
         """The sub-batch ``idx`` (slice, index tensor or mask)."""
-        return NoiseContext(self.clean[idx], self.iso[idx], self.camera[idx])
+        nlf = self.nlf[idx] if self.nlf is not None else None
+        return NoiseContext(self.clean[idx], self.iso[idx], self.camera[idx], nlf)
+
+    def with_nlf(self, nlf: Any) -> NoiseContext:
+        """A copy carrying per-sample metadata NLF ``(beta1, beta2)`` (each a scalar or ``[B]``, or one ``[B, 2]``
+        tensor). InputError unless finite with ``beta1 >= 0``; ``beta2 <= 0`` becomes 1e-6 (as SIDD does)."""
+        b, dev = self.batch_size, self.clean.device
+        if isinstance(nlf, Tensor) and nlf.dim() == 2:
+            nlf = (nlf[:, 0], nlf[:, 1])
+        try:
+            b1 = torch.as_tensor(nlf[0], dtype=torch.float64, device=dev).reshape(-1).expand(b)
+            b2 = torch.as_tensor(nlf[1], dtype=torch.float64, device=dev).reshape(-1).expand(b)
+        except (TypeError, IndexError, RuntimeError) as err:
+            raise InputError(f"per-sample NLF must be (beta1, beta2), each a scalar or [{b}] ({err}).",
+                             "read them from the image metadata (NoiseProfile).") from err
+        if not (torch.isfinite(b1).all() and torch.isfinite(b2).all()) or bool((b1 < 0).any()):
+            raise InputError("per-sample NLF beta1/beta2 must be finite and beta1 >= 0.",
+                             "read them from the image metadata (NoiseProfile); values <= 0 become 1e-6.")
+        b2 = torch.where(b2 <= 0, torch.full_like(b2, 1e-6), b2)
+        return NoiseContext(self.clean, self.iso, self.camera, torch.stack([b1, b2], dim=1))
 
     @classmethod
     def create(

@@ -3,14 +3,8 @@
 ``NoiseFlow(arch)`` builds the bijector stack of an official architecture string (``sdn5``, ``sdn4``,
 ``gain4``, ``unc`` separated by ``|``) over a standard-normal prior on all ``4·H·W`` dimensions.
 
-Every noise model of :mod:`visionflows.noise` (flows and baselines) has the same API::
-
-    log_prob(noise, clean, iso, camera) -> Tensor[B]            # nats per patch
-    sample(clean, iso, camera, temperature=1.0, generator=None) -> noise
-    encode(noise, clean, iso, camera) -> (latent, logdet[B])    # exact
-    decode(latent, clean, iso, camera) -> noise                 # exact
-
-``clean`` may also be a ready :class:`NoiseContext` (then ``iso``/``camera`` are ignored).
+Every noise model of :mod:`visionflows.noise` (flows and baselines) is a :class:`~visionflows.noise.base.NoiseModel`
+(a :class:`~visionflows.flows.FlowModel` over noise given a :class:`NoiseContext`); see there for the API.
 """
 
 from __future__ import annotations
@@ -22,10 +16,10 @@ from torch import Tensor, nn
 
 from visionflows.errors import ConfigError, InputError
 from visionflows.flows import Bijector, Compose, StandardNormal
-from visionflows.io import register_model_kind
+from visionflows.noise.base import NoiseModel, resolve_context
 from visionflows.noise.context import NoiseContext
 from visionflows.noise.layers import GainLayer, SignalDependentLayer, unconditional_step
-from visionflows.noise.nlf import ISOS
+from visionflows.registry import register_model
 
 __all__ = [
     "NoiseFlow",
@@ -47,31 +41,6 @@ PRESETS: dict[str, tuple[str, str, int]] = {
 _TOKENS = ("sdn5", "sdn4", "gain4", "unc")
 
 
-def resolve_context(
-    clean: Tensor | NoiseContext,
-    iso: Any,
-    camera: Any,
-    noise: Tensor | None = None,
-    continuous_iso: bool = False,
-    isos: tuple[int, ...] = ISOS,
-) -> NoiseContext:
-    """A validated :class:`NoiseContext` (see :meth:`NoiseContext.create`); ISOs must be in ``isos`` unless
-    ``continuous_iso``. A given NoiseContext is re-checked for its ISOs and the noise shape only."""
-    if isinstance(clean, NoiseContext):
-        ctx = clean
-        if noise is not None and tuple(noise.shape) != tuple(ctx.clean.shape):
-            raise InputError(f"noise shape {tuple(noise.shape)} does not match clean shape {tuple(ctx.clean.shape)}.",
-                             "pass noise and clean patches of the same [B, 4, H, W] shape.")
-        if not continuous_iso:
-            allowed = torch.tensor(list(isos), device=ctx.iso.device)
-            ok = (ctx.iso[:, None] == allowed[None]).any(1)
-            if not ok.all():
-                raise InputError(f"ISO {int(ctx.iso[~ok][0])} is not one of the model's ISO levels "
-                                 f"{', '.join(map(str, isos))}.", "use a listed ISO or continuous_iso=True.")
-        return ctx
-    return NoiseContext.create(clean, iso, camera, noise=noise, allowed_isos=None if continuous_iso else isos)
-
-
 def count_parameters(module: nn.Module, trainable: bool = True) -> int:
     """Number of trainable parameter values; ``trainable=False`` adds the fixed unused ``rescaling_scale0``
     scalars (the official count, as TF counts trainable variables)."""
@@ -90,7 +59,7 @@ def count_parameters(module: nn.Module, trainable: bool = True) -> int:
     return total
 
 
-class NoiseFlow(nn.Module):
+class NoiseFlow(NoiseModel):
     """Noise Flow: ``log p(n | y, ISO, camera) = log N(f(n); 0, I) + log|det ∂f/∂n|``.
 
     Args:
@@ -119,17 +88,12 @@ class NoiseFlow(nn.Module):
         continuous_iso: bool = False,
         seed: int | None = 0,
     ) -> None:
-        super().__init__()
         tokens = [t.strip() for t in arch.split("|") if t.strip()]
         unknown = [t for t in tokens if t not in _TOKENS]
         if not tokens or unknown:
             raise ConfigError(f"invalid Noise Flow arch {arch!r} (unknown layers {unknown}).",
                               f"use '|'-separated layers from {_TOKENS}.")
-        self.arch = "|".join(tokens)
-        self.width = int(width)
-        self.channels = int(channels)
-        self.continuous_iso = bool(continuous_iso)
-        self.seed = seed
+        arch = "|".join(tokens)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         layers: list[Bijector] = []
         names: list[str] = []
@@ -150,9 +114,10 @@ class NoiseFlow(nn.Module):
                     step = unconditional_step(channels, width)
                 layers.extend(step.layers)
                 names.extend([f"conv1x1_{b}", f"coupling_{b}"])
+        super().__init__(Compose(*layers), StandardNormal())
+        self.arch, self.width, self.channels = arch, int(width), int(channels)
+        self.continuous_iso, self.seed = bool(continuous_iso), seed
         self.layer_names = names
-        self.transform = Compose(*layers)
-        self.prior = StandardNormal()
 
     # -- config ---------------------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
@@ -160,7 +125,8 @@ class NoiseFlow(nn.Module):
                 "continuous_iso": self.continuous_iso, "seed": self.seed}
 
     @property
-    def conditional(self) -> bool:
+    def signal_dependent(self) -> bool:
+        """Whether the noise distribution depends on the clean signal (has a signal-dependent layer)."""
         return any(isinstance(m, SignalDependentLayer) for m in self.transform.layers)
 
     def num_parameters(self, official: bool = False) -> int:
@@ -174,19 +140,11 @@ class NoiseFlow(nn.Module):
         except ValueError:
             raise KeyError(f"no layer {name!r}; layers: {self.layer_names}") from None
 
-    def context(self, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None,
-                noise: Tensor | None = None) -> NoiseContext:
-        """Validate the conditioning (see :func:`resolve_context`) on this model's device."""
-        ref = next(self.parameters())
-        if isinstance(clean, Tensor):
-            clean = clean.to(ref.device)
-        ctx = resolve_context(clean, iso, camera, noise=noise, continuous_iso=self.continuous_iso)
-        return ctx.to(device=ref.device)
-
     # -- exact maps -----------------------------------------------------------------------------------
-    def _chunked(self, fn: Any, x: Tensor, ctx: NoiseContext) -> tuple[Tensor, Tensor]:
-        """``fn(x, ctx)`` (the transform or its inverse), chunked over the batch when every layer is in eval mode
-        and autograd is off (samples are then independent; same values up to float rounding)."""
+    def _transform(self, inverse: bool, x: Tensor, ctx: NoiseContext) -> tuple[Tensor, Tensor]:
+        """The transform (or its inverse), chunked over the batch when every layer is in eval mode and autograd is
+        off (samples are then independent; same values up to float rounding)."""
+        fn = self.transform.inverse if inverse else self.transform
         per_sample = max(1, x[0].numel())
         size = max(1, self.eval_chunk_values // per_sample)
         if (x.shape[0] <= size or torch.is_grad_enabled() or torch.compiler.is_compiling()
@@ -194,19 +152,6 @@ class NoiseFlow(nn.Module):
             return fn(x, ctx)
         outs = [fn(x[i : i + size], ctx[i : i + size]) for i in range(0, x.shape[0], size)]
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-
-    def encode(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None,
-               camera: Any = None) -> tuple[Tensor, Tensor]:
-        """Noise → latent: ``(z [B, 4, H, W], log|det ∂z/∂n| [B])``."""
-        noise = _batched(noise)
-        ctx = self.context(clean, iso, camera, noise=noise)
-        return self._chunked(self.transform, noise.to(ctx.clean.device), ctx)
-
-    def decode(self, z: Tensor, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None) -> Tensor:
-        """Latent → noise, exactly."""
-        z = _batched(z)
-        ctx = self.context(clean, iso, camera, noise=z)
-        return self._chunked(self.transform.inverse, z.to(ctx.clean.device), ctx)[0]
 
     def trace(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None,
               camera: Any = None) -> tuple[list[Tensor], list[Tensor]]:
@@ -225,33 +170,6 @@ class NoiseFlow(nn.Module):
             states.append(layer.inverse(states[-1], ctx)[0])
         return states
 
-    # -- densities ------------------------------------------------------------------------------------
-    def log_prob(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None) -> Tensor:
-        """``log p(noise | clean, iso, camera)`` in nats per patch, ``[B]``."""
-        z, logdet = self.encode(noise, clean, iso, camera)
-        return self.prior.log_prob(z) + logdet
-
-    def nll_per_dim(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None,
-                    camera: Any = None) -> Tensor:
-        """Negative log-likelihood in nats per dimension, ``[B]``."""
-        noise = _batched(noise)
-        return -self.log_prob(noise, clean, iso, camera) / noise[0].numel()
-
-    def forward(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None) -> Tensor:
-        return self.log_prob(noise, clean, iso, camera)
-
-    @torch.no_grad()
-    def sample(self, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None, temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> Tensor:
-        """Noise samples ``[B, 4, H, W]``: ``z = temperature·ε``, then latent → noise (eval-mode BN recommended)."""
-        ctx = self.context(clean, iso, camera)
-        y = ctx.clean
-        if generator is None:  # randn_like also traces under torch.compile with a dynamic batch size
-            eps = torch.randn_like(y, memory_format=torch.contiguous_format)
-        else:
-            eps = torch.randn(tuple(y.shape), generator=generator, dtype=y.dtype, device=generator.device).to(y.device)
-        return self._chunked(self.transform.inverse, eps * temperature, ctx)[0]
-
 
 def _batched(x: Tensor) -> Tensor:
     if not isinstance(x, Tensor):
@@ -260,7 +178,7 @@ def _batched(x: Tensor) -> Tensor:
 
 
 def list_models() -> list[str]:
-    """Names of the Noise Flow presets."""
+    """Names of the Noise Flow presets (all registered in :mod:`visionflows.registry`, family ``noise``)."""
     return list(PRESETS)
 
 
@@ -271,7 +189,16 @@ def create_model(name: str = "noiseflow", **kwargs: Any) -> NoiseFlow:
     return NoiseFlow(arch=PRESETS[name][0], **kwargs)
 
 
-@register_model_kind("noiseflow")
-def _build(config: dict[str, Any]) -> NoiseFlow:
-    return NoiseFlow(**config)
+def _register_preset(name: str) -> None:
+    arch, paper_name, official_count = PRESETS[name]
 
+    def preset(**overrides: Any) -> NoiseFlow:
+        return NoiseFlow(**{"arch": arch, **overrides})
+
+    preset.__doc__ = f"Noise Flow {paper_name}: arch {arch!r}, {official_count} parameters (official count)."
+    preset.__qualname__ = preset.__name__ = name
+    register_model(name, family="noise")(preset)
+
+
+for _name in PRESETS:
+    _register_preset(_name)

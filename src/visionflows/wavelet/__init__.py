@@ -2,7 +2,9 @@
 
 from visionflows.wavelet.level import WaveletLevel, block_mean, dequantize, level_param_count, to_pixels
 from visionflows.wavelet.model import PyramidTransform, WaveletFlow, check_images, n_levels_for
-from visionflows.wavelet.presets import PRESETS, WaveletPreset, create_model, get_preset, list_models
+from visionflows.wavelet.presets import PRESETS, WaveletPreset, create_model, get_preset, list_models, register_all
+
+register_all()
 
 __all__ = [
     "PRESETS",

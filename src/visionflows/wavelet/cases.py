@@ -6,7 +6,7 @@ import torch
 
 from visionflows.flows import AffineCoupling
 from visionflows.testing import BijectorCase, register_case
-from visionflows.wavelet.level import LevelTransform, WaveletLevel, coupling_net_factory
+from visionflows.wavelet.level import WaveletLevel, coupling_net_factory
 from visionflows.wavelet.model import WaveletFlow
 
 __all__: list[str] = []
@@ -38,7 +38,7 @@ def wavelet_conditional_level() -> BijectorCase:
     """A full level-3 transform (2 steps + prior ActNorm) on D_2 [2, 9, 4, 4] given I_2 [2, 3, 4, 4]."""
     return BijectorCase(
         "wavelet_conditional_level",
-        lambda: LevelTransform(WaveletLevel(3, 3, channels=3, steps=2, width=8, res_blocks=1)),
+        lambda: WaveletLevel(3, 3, channels=3, steps=2, width=8, res_blocks=1).transform,
         _x(2, 9, 4, 4, seed=2),
         context=_x(2, 3, 4, 4, seed=3),
         rtol32=_RTOL32,
@@ -50,7 +50,7 @@ def wavelet_level0() -> BijectorCase:
     """Level 0: the unconditional flow of I_0 (3 channels, 1×1)."""
     return BijectorCase(
         "wavelet_level0",
-        lambda: LevelTransform(WaveletLevel(0, 3, channels=3, steps=2, width=8, res_blocks=1)),
+        lambda: WaveletLevel(0, 3, channels=3, steps=2, width=8, res_blocks=1).transform,
         _x(8, 3, 1, 1, seed=4),
         rtol32=_RTOL32,
     )

@@ -24,15 +24,16 @@ from visionflows.flows import (
     Bijector,
     Compose,
     DiagonalGaussian,
+    FlowModel,
     HaarStep,
     InvertibleConv1x1,
     StandardNormal,
     ZeroConv2d,
 )
+from visionflows.flows.model import split_sample_args
 
 __all__ = [
     "CouplingNet",
-    "LevelTransform",
     "ResidualBlock",
     "WaveletLevel",
     "block_mean",
@@ -232,8 +233,13 @@ def flow_step(channels: int, context_channels: int, width: int, res_blocks: int 
 
 
 # ------------------------------------------------------------------------------------------------ one level
-class WaveletLevel(nn.Module):
+class WaveletLevel(FlowModel):
     """The density of level ``level`` of an ``n``-level Wavelet Flow over ``channels`` colours.
+
+    A :class:`~visionflows.flows.FlowModel`: its data ``x`` is the level's coefficients (``I_0`` ``[B, C, 1, 1]``
+    at level 0, the details ``D_{L−1}`` ``[B, 3C, s, s]`` above) in normalised units and its context the low-pass
+    ``I_{L−1}`` ``[B, C, s, s]`` (``None`` at level 0): ``log_prob(x, context)``, ``encode``/``decode``,
+    ``sample(num_samples | context)``.
 
     * ``transform``: ``K`` steps (:func:`flow_step`) then the final learned prior ActNorm (scale factor 3, not
       DDI-initialised); the prior is :class:`~visionflows.flows.StandardNormal`. Where the data has fewer than
@@ -259,22 +265,20 @@ class WaveletLevel(nn.Module):
         res_blocks: int = 3,
         preset: str | None = None,
     ) -> None:
-        super().__init__()
         if not 0 <= level <= n_levels:
             raise InputError(f"level {level} is outside 0..{n_levels}.")
-        self.level, self.n_levels, self.channels = int(level), int(n_levels), int(channels)
-        self.steps, self.width, self.res_blocks = int(steps), int(width), int(res_blocks)
-        self.preset = preset
         c, q, _ = level_dims(level, channels)
-        self.data_channels, self.cond_channels = c, q
         if c >= 2:
             layers: list[Bijector] = [flow_step(c, q, width, res_blocks) for _ in range(steps)]
             layers.append(ActNorm(c, scale_factor=3.0, ddi=False))
-            self.transform = Compose(*layers)
-            self.prior: nn.Module = StandardNormal()
+            transform, prior = Compose(*layers), StandardNormal()
         else:
-            self.transform = Compose()
-            self.prior = DiagonalGaussian(c)
+            transform, prior = Compose(), DiagonalGaussian(c)
+        super().__init__(transform, prior)
+        self.level, self.n_levels, self.channels = int(level), int(n_levels), int(channels)
+        self.steps, self.width, self.res_blocks = int(steps), int(width), int(res_blocks)
+        self.preset = preset
+        self.data_channels, self.cond_channels = c, q
         self.haar = HaarStep(compensate=True)
 
     def model_config(self) -> dict[str, Any]:
@@ -291,6 +295,48 @@ class WaveletLevel(nn.Module):
     def extra_repr(self) -> str:
         return f"level={self.level}, n_levels={self.n_levels}, steps={self.steps}, width={self.width}"
 
+    @property
+    def conditional(self) -> bool:  # type: ignore[override]
+        """Levels above 0 are conditioned on the low-pass ``I_{L−1}``."""
+        return self.level > 0
+
+    # -- the model contract ------------------------------------------------------------------------------
+    def prepare_context(self, context: Any, x: Tensor | None = None) -> Tensor | None:
+        """Check ``context`` (``I_{L−1}``, ``None`` at level 0) against the data ``x`` and move it to the device."""
+        if x is not None:
+            self._check(x, context)
+        elif self.level > 0 and (not isinstance(context, Tensor) or context.dim() != 4
+                                 or context.shape[1] != self.channels):
+            got = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
+            raise InputError(f"level {self.level} needs the low-pass I_{self.level - 1} [B, {self.channels}, s, s] "
+                             f"as context, got {got}.")
+        elif self.level == 0 and context is not None:
+            raise InputError("level 0 is unconditional but got a context.", "pass num_samples (or no context).")
+        return context.to(self._device()) if isinstance(context, Tensor) else None
+
+    def latent_shape(self, num_samples: int, context: Any = None) -> tuple[int, ...]:
+        side = 1 if context is None else int(context.shape[-1])
+        return (num_samples, self.data_channels, side, side)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int | Any = None, context: Any = None, *, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:
+        """The level's coefficients: ``I_0`` for ``num_samples`` (level 0) or ``D_{L−1}`` given ``context``."""
+        num_samples, context = split_sample_args(num_samples, context)
+        self.prepare_context(context)
+        return self.sample_data(context, num_samples, temperature, generator)
+
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None,
+                       side: int | None = None) -> tuple[Tensor, Tensor | None]:
+        """Coefficients and low-pass of ``side × side`` (default ``min(2^(L−1), 4)``) in normalised units."""
+        gen = generator or torch.Generator().manual_seed(0)
+        if self.level == 0:
+            return torch.rand(batch_size, self.channels, 1, 1, generator=gen) - 0.5, None
+        side = side or min(2 ** (self.level - 1), 4)
+        cond = torch.rand(batch_size, self.channels, side, side, generator=gen) - 0.5
+        data = 0.05 * torch.randn(batch_size, self.data_channels, side, side, generator=gen)
+        return data, cond
+
     # -- the level's own coefficients ------------------------------------------------------------------
     def split(self, i_level: Tensor) -> tuple[Tensor, Tensor | None]:
         """``I_L → (data, cond)``: ``(I_0, None)`` at level 0, ``(D_{L−1}, I_{L−1})`` by one Haar step above."""
@@ -300,7 +346,8 @@ class WaveletLevel(nn.Module):
         return details, low
 
     def flow_log_prob(self, data: Tensor, cond: Tensor | None = None) -> Tensor:
-        """``ld_L``: the flow log-density (nats, ``[B]``) of the level's coefficients ``data`` given ``cond``."""
+        """``ld_L``: the flow log-density (nats, ``[B]``) of the level's coefficients ``data`` given ``cond``
+        (the same as :meth:`log_prob`)."""
         self._check(data, cond)
         z, ld = self.transform(data, cond)
         return self.prior.log_prob(z) + ld
@@ -388,8 +435,7 @@ class WaveletLevel(nn.Module):
 
     # -- internals ---------------------------------------------------------------------------------------
     def _ref(self) -> Tensor:
-        p = next(self.parameters(), None)
-        return p if p is not None else torch.zeros(())
+        return self.reference_tensor()
 
     def _device(self) -> torch.device:
         return self._ref().device
@@ -406,18 +452,3 @@ class WaveletLevel(nn.Module):
                     f"level {self.level} needs cond I_{self.level - 1} of shape "
                     f"{(data.shape[0], self.channels, *data.shape[2:])}, got {got}."
                 )
-
-
-class LevelTransform(Bijector):
-    """Level ``L``'s bijective part as a :class:`Bijector` (data → latent, context = ``I_{L−1}``) for the harness."""
-
-    def __init__(self, level: WaveletLevel) -> None:
-        super().__init__()
-        self.inner = level
-
-    def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
-        return self.inner.transform(x, context)
-
-    def inverse(self, z: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
-        return self.inner.transform.inverse(z, context)
-

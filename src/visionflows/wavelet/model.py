@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from visionflows.errors import CheckpointError, InputError
-from visionflows.flows import Bijector, HaarStep, zeros_logdet
-from visionflows.io import register_model_kind
+from visionflows.flows import Bijector, FactoredPrior, FlowModel, HaarStep, zeros_logdet
+from visionflows.registry import register_model
 from visionflows.wavelet.level import LN2, LN256, WaveletLevel, dequantize, level_dims, to_pixels
 
 __all__ = ["WaveletFlow", "PyramidTransform", "check_images", "n_levels_for"]
@@ -69,13 +69,18 @@ def check_images(images: Tensor, channels: int, resolution: int | None = None, n
         raise InputError(f"{name} have dtype {images.dtype}; expected uint8 or a float type in [0, 255].")
 
 
-class WaveletFlow(nn.Module):
+class WaveletFlow(FlowModel):
     """Wavelet Flow over ``channels``-colour images of ``resolution × resolution`` (a power of two).
 
     Attributes: ``resolution``, ``channels``, ``n_levels`` (``n = log2(resolution)``; levels ``0..n``),
     ``levels`` (``nn.ModuleList`` of :class:`~visionflows.wavelet.level.WaveletLevel`), ``level_sources``
     (``{level: description of the checkpoint it was loaded from}``, filled by
     :func:`~visionflows.wavelet.train.assemble`), ``kind = "waveletflow"``.
+
+    A :class:`~visionflows.flows.FlowModel` over images: ``log_prob(images, generator=...)`` dequantises
+    (:meth:`preprocess`) and scores in normalised units; ``encode``/``decode`` map normalised images to the flat
+    concatenation of every level's latent (:class:`PyramidTransform`) and back; ``sample(n)`` returns float pixels
+    at full resolution (:meth:`sample_pyramid` returns every resolution).
 
     Args:
         resolution: image side ``2^n``.
@@ -88,6 +93,7 @@ class WaveletFlow(nn.Module):
     """
 
     kind = "waveletflow"
+    conditional = False
 
     def __init__(
         self,
@@ -100,24 +106,27 @@ class WaveletFlow(nn.Module):
         flip: bool = False,
         name: str | None = None,
     ) -> None:
-        super().__init__()
         n = n_levels_for(int(resolution), "model resolution")
         if int(channels) < 1:
             raise InputError(f"channels must be ≥ 1, got {channels}.")
-        self.resolution, self.channels, self.n_levels = int(resolution), int(channels), n
-        self.steps = _per_level(steps, n, "steps")
-        self.widths = _per_level(widths, n, "widths")
-        self.crops = _per_level(crops, n, "crops")
-        for lv, c in enumerate(self.crops):
+        steps_l, widths_l, crops_l = (_per_level(v, n, k) for v, k in ((steps, "steps"), (widths, "widths"),
+                                                                        (crops, "crops")))
+        for lv, c in enumerate(crops_l):
             if c < 1 or c & (c - 1) or c > 2 ** max(lv - 1, 0):
                 raise InputError(
                     f"crop factor {c} for level {lv} is invalid: it must be a power of two ≤ 2^(L−1) (or 1).",
                     "use crop factors like 1, 2, 4 that leave at least a 2×2 patch of I_L.",
                 )
-        self.res_blocks, self.flip, self.name = int(res_blocks), bool(flip), name
-        self.levels = nn.ModuleList(
-            WaveletLevel(lv, n, self.channels, self.steps[lv], self.widths[lv], self.res_blocks) for lv in range(n + 1)
+        levels = nn.ModuleList(
+            WaveletLevel(lv, n, int(channels), steps_l[lv], widths_l[lv], int(res_blocks)) for lv in range(n + 1)
         )
+        shapes = [(c * side * side,) for c, _, side in (level_dims(lv, int(channels)) for lv in range(n + 1))]
+        super().__init__(PyramidTransform(levels, int(channels), register=False),
+                         FactoredPrior(shapes, [_FlatPrior(lv) for lv in levels], register=True))
+        self.levels = levels
+        self.resolution, self.channels, self.n_levels = int(resolution), int(channels), n
+        self.steps, self.widths, self.crops = steps_l, widths_l, crops_l
+        self.res_blocks, self.flip, self.name = int(res_blocks), bool(flip), name
         self.haar = HaarStep(compensate=True)
         self.level_sources: dict[int, str] = {}
 
@@ -184,12 +193,38 @@ class WaveletFlow(nn.Module):
         out[0] = level0.flow_log_prob(i, None) + level0.haar_logdet(i[0].numel())
         return torch.stack(out, dim=1)
 
-    def log_prob(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``[B]`` nats: log-density of the dequantised images in normalised units (``bpd = −lp/(N ln2) + 8``)."""
-        return self.level_log_probs(images, generator).sum(dim=1)
+    def preprocess(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Pixels (uint8 or float in [0, 255]) → dequantised normalised ``(k + u)/256 − 0.5``."""
+        return self.dequantize(x, generator)
+
+    def postprocess(self, data: Tensor) -> Tensor:
+        return to_pixels(data)
+
+    def log_prob(self, x: Tensor, context: Any = None, *, generator: torch.Generator | None = None) -> Tensor:
+        """``[B]`` nats: log-density of the dequantised images in normalised units (``bpd = −lp/(N ln2) + 8``).
+
+        The sum of the levels' terms (:meth:`level_log_probs`); ``generator`` may also be passed second."""
+        if isinstance(context, torch.Generator):
+            context, generator = None, context
+        self.prepare_context(context)
+        return self.level_log_probs(x, generator).sum(dim=1)
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return self.log_prob(images, generator)
+        return self.log_prob(images, generator=generator)
+
+    def encode(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        """Normalised images ``[B, C, 2^n, 2^n]`` → flat latents of every level ``[B, N]`` and the log-det."""
+        want = (self.channels, self.resolution, self.resolution)
+        if x.dim() != 4 or tuple(x.shape[1:]) != want:
+            raise InputError(f"encode expects normalised images [B, {want[0]}, {want[1]}, {want[2]}], got "
+                             f"{tuple(x.shape)}.", "dequantise pixels first with model.preprocess(images).")
+        return super().encode(x, context)
+
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> tuple[Tensor, None]:
+        """Random uint8 images of the model's size."""
+        gen = generator or torch.Generator().manual_seed(0)
+        shape = (batch_size, self.channels, self.resolution, self.resolution)
+        return torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8), None
 
     def bits_per_dim(self, images: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``{"total": [B], "levels": [B, n+1]}`` bits/dim; ``levels[:, L]`` is level L's contribution
@@ -200,8 +235,30 @@ class WaveletFlow(nn.Module):
         return {"total": contrib.sum(dim=1), "levels": contrib}
 
     # -- sampling -------------------------------------------------------------------------------------------
+    def latent_shape(self, num_samples: int, context: Any = None) -> tuple[int, ...]:
+        return (num_samples, self.num_dims)
+
     @torch.no_grad()
     def sample(
+        self,
+        num_samples: int | None = None,
+        context: Any = None,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        resolution: int | None = None,
+    ) -> Tensor:
+        """``[n, C, r, r]`` float pixels in [0, 255] sampled coarse to fine, level by level (``r``: ``resolution``,
+        default the model's). The same draws as the last entry of :meth:`sample_pyramid`."""
+        if isinstance(context, int):  # sample(n, resolution) of earlier versions
+            context, resolution = None, context
+        self.prepare_context(context)
+        if num_samples is None:
+            raise InputError("WaveletFlow.sample needs num_samples.", "call model.sample(n).")
+        return self.sample_pyramid(int(num_samples), resolution, temperature, generator)[-1]
+
+    @torch.no_grad()
+    def sample_pyramid(
         self,
         n: int,
         resolution: int | None = None,
@@ -258,8 +315,9 @@ class WaveletFlow(nn.Module):
         return to_pixels(i).reshape(bsz, int(n_samples), self.channels, s * factor, s * factor)
 
     def pyramid(self) -> PyramidTransform:
-        """The bijective part ``x → (z_0, …, z_n)`` as a :class:`PyramidTransform`."""
-        return PyramidTransform(self)
+        """The bijective part ``x → (z_0, …, z_n)`` as a stand-alone :class:`PyramidTransform` (registers the
+        levels' transforms as its own submodules, e.g. for the bijector harness)."""
+        return PyramidTransform(self.levels, self.channels)
 
 
 def _per_level(v: Sequence[int] | int, n: int, what: str) -> list[int]:
@@ -273,14 +331,22 @@ class PyramidTransform(Bijector):
     """The whole pyramid's bijective part: normalised ``x [B, C, 2^n, 2^n]`` → flat latents ``z [B, N]``.
 
     ``z`` concatenates the flattened latents of levels ``0..n``; the log-det includes every level's flow and the
-    Haar mean-compensation (``Σ_L dim_L·(n−L)·ln ½``). The prior of every level is applied outside.
+    Haar mean-compensation (``Σ_L dim_L·(n−L)·ln ½``). The prior of every level is applied outside. With
+    ``register=False`` the level transforms stay owned by the caller (the :class:`WaveletFlow`).
     """
 
-    def __init__(self, model: WaveletFlow) -> None:
+    def __init__(self, levels: Sequence[WaveletLevel] | WaveletFlow, channels: int | None = None,
+                 register: bool = True) -> None:
         super().__init__()
-        self.channels, self.n_levels = model.channels, model.n_levels
-        self.level_dims = model.level_dims()
-        self.transforms = nn.ModuleList(level.transform for level in model.levels)  # shared with the model
+        if isinstance(levels, WaveletFlow):  # PyramidTransform(model) of earlier versions
+            levels, channels = levels.levels, levels.channels
+        self.channels, self.n_levels = int(channels), len(levels) - 1
+        self.level_dims = [c * side**2 for c, _, side in (level_dims(lv, self.channels) for lv in range(len(levels)))]
+        transforms = [level.transform for level in levels]
+        if register:
+            self.transforms = nn.ModuleList(transforms)
+        else:
+            self.__dict__["transforms"] = transforms  # owned (and saved) by the WaveletFlow's levels
         self.haar = HaarStep(compensate=True)
 
     def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
@@ -312,11 +378,28 @@ class PyramidTransform(Bijector):
         return i, logdet
 
 
-@register_model_kind("waveletflow")
-def _build(config: dict[str, Any]) -> WaveletFlow:
-    return WaveletFlow(**config)
+class _FlatPrior(nn.Module):
+    """A level's prior seen on its flattened latent (for the full model's :class:`FactoredPrior`)."""
+
+    def __init__(self, level: WaveletLevel) -> None:
+        super().__init__()
+        self.__dict__["level"] = level  # owned by the model's levels
+        c, _, side = level_dims(level.level, level.channels)
+        self.shape = (c, side, side)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        return self.level.prior.log_prob(z.reshape(z.shape[0], *self.shape))
+
+    def sample(self, shape: Sequence[int], temperature: float = 1.0, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+        b = int(shape[0])
+        return self.level.prior.sample((b, *self.shape), temperature, generator, device, dtype).reshape(b, -1)
 
 
-@register_model_kind("waveletflow_level")
-def _build_level(config: dict[str, Any]) -> WaveletLevel:
-    return WaveletLevel(**config)
+def _level_preset(**overrides: Any) -> WaveletLevel:
+    return WaveletLevel(**{"level": 2, "n_levels": 3, "channels": 3, "steps": 2, "width": 16, "res_blocks": 1,
+                           **overrides})
+
+
+_level_preset.__doc__ = "One Wavelet Flow level (defaults: level 2 of a 3-level RGB model, 2 steps, width 16)."
+register_model("waveletflow_level", family="wavelet")(_level_preset)

@@ -119,7 +119,7 @@ register_preset(
 
 
 def list_models() -> list[str]:
-    """Names of the registered presets."""
+    """Names of the Wavelet Flow presets (registered globally as ``waveletflow_<name>``)."""
     return sorted(PRESETS)
 
 
@@ -139,3 +139,34 @@ def create_model(name: str | WaveletPreset, **overrides: Any):
     from visionflows.wavelet.model import WaveletFlow
 
     return WaveletFlow(**get_preset(name, **overrides).model_kwargs())
+
+
+def _register_in_registry(preset: WaveletPreset) -> None:
+    from visionflows.registry import HarnessSpec, register_model
+    from visionflows.wavelet.model import WaveletFlow
+
+    name = preset.name
+
+    def fn(**overrides: Any) -> WaveletFlow:
+        return create_model(name, **overrides)
+
+    fn.__doc__ = preset.description or f"Wavelet Flow preset {name}"
+    fn.__qualname__ = fn.__name__ = f"waveletflow_{name}"
+    fn.__annotations__ = {"return": WaveletFlow}
+    if preset.resolution > 64:  # 11 levels of 1024² images: too large for CI even at reduced width
+        small = {"widths": 2, "steps": 1, "res_blocks": 1}
+        harness = HarnessSpec(overrides=small, construct_only=True, param_count=preset.param_count(),
+                              reduced_param_count=preset.with_overrides(**small).param_count(),
+                              reason="1024×1024 images: built at width 2, 1 step; full size by formula")
+    elif preset.param_count() > 2_000_000:
+        harness = HarnessSpec(overrides={"widths": 4, "steps": 1, "res_blocks": 1},
+                              reason="official size: checked at width 4, 1 step")
+    else:
+        harness = HarnessSpec()
+    register_model(f"waveletflow_{name}", family="wavelet", aliases=(name,), harness=harness)(fn)
+
+
+def register_all() -> None:
+    """Register every preset of :data:`PRESETS` in :mod:`visionflows.registry` (done on import of the package)."""
+    for preset in PRESETS.values():
+        _register_in_registry(preset)

@@ -75,7 +75,7 @@ def save_sample_grids(
 
     Tiles are nearest-upscaled to the final resolution so every grid has the same size.
     """
-    samples = model.sample(n, resolution, temperature, torch.Generator().manual_seed(seed))
+    samples = model.sample_pyramid(n, resolution, temperature, torch.Generator().manual_seed(seed))
     top = samples[-1].shape[-1]
     out = Path(out_dir)
     return [save_png(out / f"samples_{s.shape[-1]:04d}.png", image_grid(s, tile=top)) for s in samples]

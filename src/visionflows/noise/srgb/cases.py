@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from visionflows.noise.srgb import ConditionalAffineCoupling, ConditionalLinear, FixedScale, SRGBContext, cac_step
+from visionflows.noise.srgb.context import SRGBContext
+from visionflows.noise.srgb.layers import ConditionalAffineCoupling, ConditionalLinear, FixedScale, cac_step
 from visionflows.testing import BijectorCase, register_case
 
 __all__ = ["example_srgb_context"]

@@ -1,0 +1,153 @@
+"""The common base of every raw noise model (Noise Flow and the baselines): a :class:`FlowModel` whose data is a
+noise patch ``n = noisy − clean`` ``[B, 4, H, W]`` and whose context is a :class:`NoiseContext`.
+
+The contract methods take ``(x, context)``; as sugar, ``context`` may be the clean patch with ``iso`` and
+``camera`` given after it (``model.log_prob(noise, clean, 800, "S6")``), which builds and validates the context::
+
+    log_prob(noise, context | clean, iso, camera) -> [B]           # nats per patch
+    nll_per_dim(noise, context | clean, iso, camera) -> [B]        # nats per dimension
+    encode(noise, context | clean, iso, camera) -> (z, logdet [B]) # exact
+    decode(z, context | clean, iso, camera) -> noise               # exact
+    sample(context | clean, iso, camera, temperature=1.0, generator=None) -> noise [B, 4, H, W]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from visionflows.errors import InputError
+from visionflows.flows import Bijector, FlowModel
+from visionflows.noise.context import NoiseContext
+from visionflows.noise.nlf import ISOS
+
+__all__ = ["NoiseModel", "resolve_context"]
+
+
+def resolve_context(
+    clean: Tensor | NoiseContext,
+    iso: Any,
+    camera: Any,
+    noise: Tensor | None = None,
+    continuous_iso: bool = False,
+    isos: tuple[int, ...] = ISOS,
+    nlf: Any = None,
+) -> NoiseContext:
+    """A validated :class:`NoiseContext` (see :meth:`NoiseContext.create`); ISOs must be in ``isos`` unless
+    ``continuous_iso``. A given NoiseContext is re-checked for its ISOs and the noise shape only. ``nlf``:
+    optional per-sample metadata NLF ``(beta1 [B], beta2 [B])`` attached to the context."""
+    if isinstance(clean, NoiseContext):
+        ctx = clean
+        if noise is not None and tuple(noise.shape) != tuple(ctx.clean.shape):
+            raise InputError(f"noise shape {tuple(noise.shape)} does not match clean shape {tuple(ctx.clean.shape)}.",
+                             "pass noise and clean patches of the same [B, 4, H, W] shape.")
+        if not continuous_iso:
+            allowed = torch.tensor(list(isos), device=ctx.iso.device)
+            ok = (ctx.iso[:, None] == allowed[None]).any(1)
+            if not ok.all():
+                raise InputError(f"ISO {int(ctx.iso[~ok][0])} is not one of the model's ISO levels "
+                                 f"{', '.join(map(str, isos))}.", "use a listed ISO or continuous_iso=True.")
+    else:
+        ctx = NoiseContext.create(clean, iso, camera, noise=noise, allowed_isos=None if continuous_iso else isos)
+    return ctx.with_nlf(nlf) if nlf is not None else ctx
+
+
+def _batched(x: Tensor) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise InputError(f"expected a torch.Tensor, got {type(x).__name__}.", "use torch.as_tensor.")
+    return x[None] if x.dim() == 3 else x
+
+
+class NoiseModel(FlowModel):
+    """A conditional density of raw noise given a :class:`NoiseContext` (see the module docstring).
+
+    Subclasses set ``transform`` and ``prior`` (through :class:`FlowModel`), ``kind`` and ``model_config``.
+    """
+
+    #: accept any positive ISO (True) or only :data:`ISOS` (False)
+    continuous_iso: bool = False
+
+    def __init__(self, transform: Bijector, prior: nn.Module) -> None:
+        super().__init__(transform, prior)
+
+    # -- context -----------------------------------------------------------------------------------------
+    def context(self, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None,
+                noise: Tensor | None = None, nlf: Any = None) -> NoiseContext:
+        """Validate the conditioning (see :func:`resolve_context`) on this model's device."""
+        device = self.reference_tensor().device
+        if isinstance(clean, Tensor):
+            clean = clean.to(device)
+        ctx = resolve_context(clean, iso, camera, noise=noise, continuous_iso=self.continuous_iso, nlf=nlf)
+        return ctx.to(device=device)
+
+    def prepare_context(self, context: Any, x: Tensor | None = None) -> NoiseContext:
+        if not isinstance(context, NoiseContext):
+            raise InputError(f"{type(self).__name__} needs a NoiseContext, got {type(context).__name__}.",
+                             "pass NoiseContext.create(clean, iso, camera), or clean, iso and camera.")
+        return self.context(context, noise=x)
+
+    def _transform(self, inverse: bool, x: Tensor, ctx: NoiseContext) -> tuple[Tensor, Tensor]:
+        """Apply the transform (or its inverse); Noise Flow overrides this to chunk large eval batches."""
+        return (self.transform.inverse if inverse else self.transform)(x, ctx)
+
+    # -- the contract, with the (clean, iso, camera) sugar ----------------------------------------------
+    def encode(self, x: Tensor, context: Tensor | NoiseContext = None, iso: Any = None, camera: Any = None,
+               nlf: Any = None) -> tuple[Tensor, Tensor]:
+        """Noise → latent: ``(z [B, 4, H, W], log|det ∂z/∂n| [B])``."""
+        x = _batched(x)
+        ctx = self.context(context, iso, camera, noise=x, nlf=nlf)
+        return self._transform(False, x.to(ctx.clean.device), ctx)
+
+    def decode(self, z: Tensor, context: Tensor | NoiseContext = None, iso: Any = None, camera: Any = None,
+               nlf: Any = None) -> Tensor:
+        """Latent → noise, exactly."""
+        z = _batched(z)
+        ctx = self.context(context, iso, camera, noise=z, nlf=nlf)
+        return self._transform(True, z.to(ctx.clean.device), ctx)[0]
+
+    def log_prob(self, x: Tensor, context: Tensor | NoiseContext = None, iso: Any = None, camera: Any = None,
+                 nlf: Any = None, *, generator: torch.Generator | None = None) -> Tensor:
+        """``log p(noise | clean, iso, camera)`` in nats per patch, ``[B]``."""
+        z, logdet = self.encode(x, context, iso, camera, nlf=nlf)
+        return self.prior.log_prob(z) + logdet
+
+    def nll_per_dim(self, x: Tensor, context: Tensor | NoiseContext = None, iso: Any = None, camera: Any = None,
+                    nlf: Any = None) -> Tensor:
+        """Negative log-likelihood in nats per dimension, ``[B]``."""
+        x = _batched(x)
+        return -self.log_prob(x, context, iso, camera, nlf=nlf) / x[0].numel()
+
+    def forward(self, x: Tensor, context: Tensor | NoiseContext = None, iso: Any = None,
+                camera: Any = None) -> Tensor:
+        return self.log_prob(x, context, iso, camera)
+
+    def latent_shape(self, num_samples: int, context: Any = None) -> tuple[int, ...]:
+        return tuple(context.clean.shape)
+
+    @torch.no_grad()
+    def sample(self, context: Tensor | NoiseContext | int | None = None, iso: Any = None, camera: Any = None,
+               temperature: float = 1.0, generator: torch.Generator | None = None, nlf: Any = None, *,
+               num_samples: int | None = None) -> Tensor:
+        """Noise samples ``[B, 4, H, W]`` for the context's batch: ``z = temperature·ε``, then latent → noise."""
+        if context is None or isinstance(context, int) or num_samples is not None:
+            raise InputError(f"{type(self).__name__} is conditional: sample(context) draws one noise patch per "
+                             "clean patch of the context.", "pass a NoiseContext or clean, iso and camera.")
+        ctx = self.context(context, iso, camera, nlf=nlf)
+        y = ctx.clean
+        if generator is None:  # randn_like also traces under torch.compile with a dynamic batch size
+            eps = torch.randn_like(y, memory_format=torch.contiguous_format)
+        else:
+            eps = torch.randn(tuple(y.shape), generator=generator, dtype=y.dtype, device=generator.device).to(y.device)
+        return self._transform(True, eps * temperature, ctx)[0]
+
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None,
+                       size: int = 8) -> tuple[Tensor, NoiseContext]:
+        """Noise ``[B, 4, size, size]`` (std 0.02) and a context of valid ISOs and cameras."""
+        gen = generator or torch.Generator().manual_seed(0)
+        clean = torch.rand(batch_size, 4, size, size, generator=gen) * 0.9 + 0.05
+        isos = [(100, 1600, 800, 3200)[i % 4] for i in range(batch_size)]
+        cams = [(2, 0, 3, 1)[i % 4] for i in range(batch_size)]
+        noise = torch.randn(batch_size, 4, size, size, generator=gen) * 0.02
+        return noise, NoiseContext.create(clean, isos, cams)

@@ -1,0 +1,134 @@
+"""The layers of the sRGB Noise Flow (Kousha et al., CVPR 2022): conditional linear and affine coupling."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from visionflows.errors import ConfigError, InputError
+from visionflows.flows import AffineCoupling, Bijector, Compose, LUInvertibleConv1x1
+from visionflows.flows.base import logdet_dtype
+from visionflows.noise.layers import EdgeBiasZeroConv
+from visionflows.noise.srgb.context import SRGBContext, _ctx
+
+__all__ = ["FixedScale", "ConditionalLinear", "ScaleEmbedding", "SRGBCouplingNet", "ConditionalAffineCoupling",
+           "cac_step"]
+
+
+class FixedScale(Bijector):
+    """``z = x / s0`` with a fixed (buffer) scale ``s0``; ``log|det| = −D·ln s0``."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        if not scale > 0:
+            raise ConfigError(f"FixedScale needs a positive scale, got {scale}.")
+        self.register_buffer("log_scale0", torch.tensor(math.log(scale)))
+
+    def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        s = self.log_scale0.to(x.dtype)
+        return x * torch.exp(-s), (-s * x[0].numel()).to(logdet_dtype(x)).expand(x.shape[0])
+
+    def inverse(self, z: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        s = self.log_scale0.to(z.dtype)
+        return z * torch.exp(s), (s * z[0].numel()).to(logdet_dtype(z)).expand(z.shape[0])
+
+
+class ConditionalLinear(Bijector):
+    """CL2: per (ISO, camera) and channel, ``z = x·exp(s) + b`` (tables ``[n_iso·n_cam, C]``, zero init);
+    ``log|det| = H·W·Σ_c s``."""
+
+    def __init__(self, n_iso: int, n_cam: int, channels: int = 3) -> None:
+        super().__init__()
+        self.n_iso, self.n_cam, self.channels = int(n_iso), int(n_cam), int(channels)
+        self.log_scale = nn.Parameter(torch.zeros(self.n_iso * self.n_cam, channels))
+        self.bias = nn.Parameter(torch.zeros(self.n_iso * self.n_cam, channels))
+
+    def _sb(self, context: Any, x: Tensor) -> tuple[Tensor, Tensor]:
+        ctx = _ctx(context, "ConditionalLinear")
+        if x.dim() != 4 or x.shape[1] != self.channels or x.shape[0] != ctx.batch_size:
+            raise InputError(f"CL2 expects [{ctx.batch_size}, {self.channels}, H, W], got {tuple(x.shape)}.")
+        c = ctx.combo
+        return self.log_scale[c].to(x.dtype), self.bias[c].to(x.dtype)
+
+    def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        s, b = self._sb(context, x)
+        z = x * torch.exp(s)[:, :, None, None] + b[:, :, None, None]
+        return z, (s.to(logdet_dtype(x)).sum(1) * (x.shape[2] * x.shape[3]))
+
+    def inverse(self, z: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        s, b = self._sb(context, z)
+        x = (z - b[:, :, None, None]) * torch.exp(-s)[:, :, None, None]
+        return x, -(s.to(logdet_dtype(z)).sum(1) * (z.shape[2] * z.shape[3]))
+
+
+class ScaleEmbedding(nn.Module):
+    """``e(ISO, camera) = 1 + MLP(onehot(iso) ⊕ onehot(camera))``: Linear → ``blocks`` residual blocks
+    (``h + W2·relu(W1·h)``) → ReLU → Linear(·, 1) (zero init). Output ``[B]``."""
+
+    def __init__(self, n_iso: int, n_cam: int, hidden: int = 5, blocks: int = 3) -> None:
+        super().__init__()
+        self.n_iso, self.n_cam = int(n_iso), int(n_cam)
+        self.inp = nn.Linear(self.n_iso + self.n_cam, hidden)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+                                    for _ in range(blocks))
+        self.out = nn.Linear(hidden, 1)
+        with torch.no_grad():
+            self.out.weight.zero_()
+            self.out.bias.zero_()
+
+    def forward(self, ctx: SRGBContext) -> Tensor:
+        dtype = self.inp.weight.dtype
+        x = torch.cat([F.one_hot(ctx.iso_idx, self.n_iso), F.one_hot(ctx.cam_idx, self.n_cam)], 1).to(dtype)
+        h = self.inp(x)
+        for blk in self.blocks:
+            h = h + blk(h)
+        return 1.0 + self.out(F.relu(h))[:, 0]
+
+
+class SRGBCouplingNet(nn.Module):
+    """Coupling network of CAC: conv3×3 → BN(affine, eps 1e-4) → ReLU → conv1×1 → BN → ReLU →
+    :class:`~visionflows.noise.layers.EdgeBiasZeroConv` (zero init, so the coupling starts as the identity)."""
+
+    def __init__(self, in_channels: int, out_channels: int, width: int = 4) -> None:
+        super().__init__()
+        self.l_1 = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.bn_1 = nn.BatchNorm2d(width, eps=1e-4)
+        self.l_2 = nn.Conv2d(width, width, 1)
+        self.bn_2 = nn.BatchNorm2d(width, eps=1e-4)
+        self.l_last = EdgeBiasZeroConv(width, out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.bn_1(self.l_1(x)))
+        h = F.relu(self.bn_2(self.l_2(h)))
+        return self.l_last(h)
+
+
+class ConditionalAffineCoupling(AffineCoupling):
+    """CAC coupling: :class:`~visionflows.flows.AffineCoupling` (split 1 | 2, shift then raw log-scale, learned
+    bound λ) whose net sees ``[x_a, clean]`` and whose log-scale is multiplied by ``e(ISO, camera)``."""
+
+    def __init__(self, n_iso: int, n_cam: int, channels: int = 3, width: int = 4, split: int = 1,
+                 scale_bound: float = 1.0) -> None:
+        super().__init__(channels, lambda i, o: SRGBCouplingNet(i, o, width), split=split, context_channels=channels,
+                         scale_bound=scale_bound, learn_scale_bound=True, shift_first=False, zero_init=False)
+        self.embed = ScaleEmbedding(n_iso, n_cam)
+
+    def _params(self, xa: Tensor, context: Any) -> tuple[Tensor, Tensor]:
+        ctx = _ctx(context, "ConditionalAffineCoupling")
+        if ctx.clean.shape[0] != xa.shape[0] or ctx.clean.shape[2:] != xa.shape[2:]:
+            raise InputError(f"clean shape {tuple(ctx.clean.shape)} does not match noise {tuple(xa.shape)}.",
+                             "pass clean and noise of the same [B, 3, H, W] shape.")
+        h = self.net(torch.cat([xa, ctx.clean.to(xa.dtype)], dim=1))
+        k = self.transformed
+        shift, raw = h[:, :k], h[:, k:]
+        e = self.embed(ctx).to(raw.dtype)[:, None, None, None]
+        return shift, self.scale_bound.to(raw.dtype) * torch.tanh(raw) * e
+
+
+def cac_step(n_iso: int, n_cam: int, width: int = 4, generator: torch.Generator | None = None) -> Compose:
+    """One CAC step: LU 1×1 conv (3×3) then :class:`ConditionalAffineCoupling`."""
+    return Compose(LUInvertibleConv1x1(3, generator=generator), ConditionalAffineCoupling(n_iso, n_cam, width=width))

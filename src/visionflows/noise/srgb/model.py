@@ -1,0 +1,60 @@
+"""The sRGB Noise Flow model (Kousha, Maleky, Brubaker & Brown, CVPR 2022) and its presets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from visionflows.errors import ConfigError
+from visionflows.flows import Bijector, Compose, StandardNormal
+from visionflows.noise.srgb.base import SRGBNoiseModel
+from visionflows.noise.srgb.layers import ConditionalLinear, FixedScale, cac_step
+from visionflows.registry import register_model
+
+__all__ = ["DEFAULT_ARCH", "SRGBNoiseFlow"]
+
+DEFAULT_ARCH = "CL2|CAC|CAC|CL2|CAC|CAC|CL2|CAC|CAC|CL2|CAC|CAC"
+
+
+class SRGBNoiseFlow(SRGBNoiseModel):
+    """sRGB Noise Flow ``log p(n | clean, ISO, camera)`` over ``3·H·W`` noise values (in 8-bit levels).
+
+    Args:
+        arch: ``|``-separated ``CL2`` / ``CAC`` tokens, noise → latent order (default: the released model).
+        width: hidden channels of the coupling nets (4 in the paper).
+        cameras, isos: fit-time vocabularies (lower-case camera names, ISO values); index 0 = unknown.
+        noise_std: fixed initial scale (DN) applied first (``FixedScale``); the fit sets it to the training std.
+        seed: seed of the random 1×1-conv initialisation.
+    """
+
+    kind = "srgb_noiseflow"
+
+    def __init__(self, arch: str = DEFAULT_ARCH, width: int = 4, cameras: Sequence[str] = (),
+                 isos: Sequence[int] = (), noise_std: float = 1.0, seed: int | None = 0) -> None:
+        tokens = [t.strip().upper() for t in arch.split("|") if t.strip()]
+        bad = [t for t in tokens if t not in ("CL2", "CAC")]
+        if not tokens or bad:
+            raise ConfigError(f"invalid sRGB Noise Flow arch {arch!r} (unknown layers {bad}).",
+                              "use '|'-separated CL2 and CAC layers.")
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        n_iso, n_cam = len(isos) + 1, len(cameras) + 1
+        layers: list[Bijector] = [FixedScale(float(noise_std))]
+        for t in tokens:
+            if t == "CL2":
+                layers.append(ConditionalLinear(n_iso, n_cam))
+            else:
+                layers.extend(cac_step(n_iso, n_cam, int(width), gen).layers)
+        super().__init__(Compose(*layers), StandardNormal(), cameras, isos)
+        self.arch, self.width, self.noise_std, self.seed = "|".join(tokens), int(width), float(noise_std), seed
+
+    def model_config(self) -> dict[str, Any]:
+        return {"arch": self.arch, "width": self.width, "cameras": self.cameras, "isos": self.isos,
+                "noise_std": self.noise_std, "seed": self.seed}
+
+
+@register_model("srgb_noiseflow", family="srgb_noise")
+def srgb_noiseflow(**overrides: Any) -> SRGBNoiseFlow:
+    """The released sRGB Noise Flow (CL2|CAC|CAC x4); vocabularies (cameras, isos) come from the training data."""
+    return SRGBNoiseFlow(**overrides)
