@@ -24,7 +24,7 @@ def _package_classes(base: type) -> set[type]:
             continue
         module = importlib.import_module(mod.name)
         for _, obj in inspect.getmembers(module, inspect.isclass):
-            if issubclass(obj, base) and obj.__module__.startswith("visionflows.") and obj.__module__ == module.__name__:
+            if issubclass(obj, base) and obj.__module__ == module.__name__:
                 found.add(obj)
     return found
 

@@ -1,4 +1,4 @@
-"""``visionflows demo``: both systems end to end on built-in real data (see :mod:`visionflows.demo`)."""
+"""``visionflows demo``: both systems end to end on built-in real data (see :mod:`visionflows.experiments.demo`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from visionflows.demo import run_demo
+    from visionflows.experiments.demo import run_demo
 
     run_demo(args.run_dir, quick=args.quick, official_ckpt=args.official_ckpt, progress=not args.no_progress)
     return 0

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from visionflows.cameras import CAMERAS
 from visionflows.errors import DataError, InputError
-from visionflows.noise.nlf import CAMERAS
 
 __all__ = [
     "OFFICIAL_TRAIN_INSTANCES",

@@ -5,15 +5,13 @@ sources :func:`make_noise_source`, data :class:`SimulatorPatches` / :class:`SRGB
 (:func:`evaluate_denoisers`, :func:`psnr`, :func:`ssim`); the experiments :func:`run_denoising_experiment`
 (raw, camera simulator) and :func:`run_srgb_experiment` (real sRGB pairs).
 
-Importing this package also registers the sRGB noise-model kinds of :mod:`visionflows.noise.srgb`.
+The experiments live in :mod:`visionflows.experiments` (re-exported here lazily).
 """
 
 from __future__ import annotations
 
-import visionflows.noise.srgb  # noqa: F401  (registers the srgb_* model kinds for visionflows.io)
 from visionflows.denoise.dncnn import DOMAINS, DnCNN
 from visionflows.denoise.evaluate import evaluate_denoisers, psnr, ssim
-from visionflows.denoise.experiments import run_denoising_experiment, run_srgb_experiment
 from visionflows.denoise.train import (
     DenoiseTask,
     GaussianSource,
@@ -46,3 +44,11 @@ __all__ = [
     "ssim",
     "train_denoiser",
 ]
+
+
+def __getattr__(name: str):  # the experiments import this package; re-export them lazily (no import cycle)
+    if name in ("run_denoising_experiment", "run_srgb_experiment"):
+        from visionflows.experiments import denoising
+
+        return getattr(denoising, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ scaling ``z = n/σ`` (:class:`~visionflows.flows.ContextScale`) over a standard-
 * :class:`GaussianNoise`: one variance for everything, the unbiased sample variance of the pooled training
   noise (the paper's "Gaussian" baseline, reference ``noiseflow.md`` §9).
 * :class:`CameraNLF`: ``σ² = β1·y + β2`` from the camera's noise-level function (the SIDD table of
-  :mod:`visionflows.noise.nlf`, or per-sample ``β1``/``β2`` from image metadata): the paper's "camera NLF".
+  :mod:`visionflows.cameras`, or per-sample ``β1``/``β2`` from image metadata): the paper's "camera NLF".
 * :class:`HeteroscedasticNoise`: the same form with ``β1``, ``β2`` fitted per (camera, ISO) by maximum
   likelihood on training data.
 """
@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from visionflows.cameras import CAMERAS, ISOS, NLF_TABLE
 from visionflows.errors import InputError
 from visionflows.flows import ContextScale, StandardNormal
 from visionflows.noise.base import NoiseModel
 from visionflows.noise.context import NoiseContext
-from visionflows.noise.nlf import CAMERAS, ISOS, NLF_TABLE
 from visionflows.registry import HarnessSpec, register_model
 
 __all__ = ["GaussianNoise", "CameraNLF", "HeteroscedasticNoise", "GaussianNoiseModel"]
@@ -136,7 +136,7 @@ class CameraNLF(_PairTable):
     """Camera noise-level function ``σ² = β1·y + β2`` (SIDD metadata NoiseProfile).
 
     (β1, β2) come from the (camera, ISO) table (default: the 22 SIDD rows of
-    :data:`visionflows.noise.nlf.NLF_TABLE`) or, per call, from ``nlf=(beta1 [B], beta2 [B])`` (each image's
+    :data:`visionflows.cameras.NLF_TABLE`) or, per call, from ``nlf=(beta1 [B], beta2 [B])`` (each image's
     metadata, as the official baseline does; or a context whose ``nlf`` is set). Pairs without a table row raise
     InputError.
     """

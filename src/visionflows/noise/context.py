@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from visionflows.cameras import CAMERAS, ISOS, camera_index
 from visionflows.errors import InputError
-from visionflows.noise.nlf import CAMERAS, ISOS, camera_index
 
 __all__ = ["NoiseContext", "as_iso_tensor", "as_camera_tensor"]
 

@@ -40,9 +40,9 @@ import torch
 from scipy.special import gammaln, ndtr
 from torch.utils.data import Dataset
 
+from visionflows.cameras import CAMERAS, NLF_TABLE, TRAIN_PAIRS, camera_index, camera_name
 from visionflows.data.images import BUILTIN_PHOTOS, builtin_photo
 from visionflows.errors import InputError
-from visionflows.noise.nlf import CAMERAS, NLF_TABLE, TRAIN_PAIRS, camera_index, camera_name
 
 __all__ = [
     "CameraSpec",
@@ -156,7 +156,7 @@ def noise_params(camera: str | int, iso: int) -> tuple[float, float]:
     """(K, read variance) of the simulator for ``camera`` at ``iso``, normalised units.
 
     IP/S6/GP: calibrated K, interpolated log-linearly in ISO within the calibrated range; N6/G4: the NLF
-    (beta1, beta2) at the exact ISOs of :data:`visionflows.noise.nlf.NLF_TABLE`. InputError otherwise.
+    (beta1, beta2) at the exact ISOs of :data:`visionflows.cameras.NLF_TABLE`. InputError otherwise.
     """
     cam = camera_name(camera)
     iso = int(iso)

@@ -108,7 +108,8 @@ def check_model(name: str, batch_size: int = 2, seed: int = 0, **overrides: Any)
             _fail(name, f"encode's log-det must have shape ({x.shape[0]},), got {tuple(logdet.shape)}")
         report["log_prob_vs_encode"] = _rel(ref, via_prior)
         if report["log_prob_vs_encode"] > 1e-5:
-            _fail(name, f"log_prob differs from prior.log_prob(encode(x)) + logdet by {report['log_prob_vs_encode']:.3g}")
+            err = report["log_prob_vs_encode"]
+            _fail(name, f"log_prob differs from prior.log_prob(encode(x)) + logdet by {err:.3g} (relative)")
         report["roundtrip"] = _rel(back, data)
         if report["roundtrip"] > 1e-4:
             _fail(name, f"decode(encode(x)) differs from x by {report['roundtrip']:.3g} (relative)")
