@@ -20,6 +20,7 @@ from visionflows.flows.base import Bijector, Compose, check_finite, check_nchw
 from visionflows.flows.conv1x1 import LUInvertibleConv1x1
 from visionflows.flows.coupling import AffineCoupling, conv_net_factory
 from visionflows.flows.model import FlowModel
+from visionflows.flows.pixels import dequantize, to_pixels
 from visionflows.flows.priors import DiagonalGaussian, FactoredPrior
 from visionflows.flows.reshape import Squeeze
 from visionflows.registry import HarnessSpec, register_model
@@ -36,21 +37,6 @@ def glow_step(channels: int, width: int, context_channels: int = 0) -> Compose:
         LUInvertibleConv1x1(channels),
         AffineCoupling(channels, conv_net_factory(width), context_channels=context_channels),
     )
-
-
-def dequantize(images: Tensor, generator: torch.Generator | None = None, noise: bool = True) -> Tensor:
-    """uint8 (or float in [0, 255]) → ``(k + u)/256 − 0.5`` with ``u ~ U[0, 1)`` (``u = 0.5`` if not ``noise``)."""
-    k = images.to(torch.float32)
-    if noise:
-        u = torch.rand(k.shape, generator=generator, dtype=k.dtype).to(k.device)
-    else:
-        u = torch.full_like(k, 0.5)
-    return (k + u) / 256.0 - 0.5
-
-
-def to_pixels(x: Tensor) -> Tensor:
-    """``x/256 − 0.5`` units → float pixels in [0, 255]."""
-    return ((x + 0.5) * 256.0).clamp(0, 255)
 
 
 class GlowTransform(Bijector):
