@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from visionflows.cli.main import main
-from visionflows.cli.noise import _write_mat
+from visionflows.data.raw_files import write_raw_mat
 from visionflows.io import load_model, save_model
 from visionflows.noise import create_model
 
@@ -65,7 +65,7 @@ def test_sample_mat_roundtrip(model_file, tmp_path, capsys):
 
     gt = tmp_path / "0001_GT_RAW_010.MAT"
     bayer = (np.random.default_rng(1).random((16, 12)) * 0.6).astype(np.float32)
-    _write_mat(gt, bayer)
+    write_raw_mat(gt, bayer)
     assert np.array_equal(read_raw_mat(gt), bayer)
     out = tmp_path / "noisy.MAT"
     assert main(["noise", "sample", "--model", str(model_file), "--clean", str(gt), "--iso", "100",

@@ -321,17 +321,19 @@ def _check_location(p: Path, flag: str, is_dir: bool) -> None:
     its parent or their nearest existing ancestor) is writable."""
     anchor = _nearest_existing(p if is_dir else p.parent)
     if not anchor.is_dir():
-        raise OutputError(f"{flag} {p}: {anchor} is a file, so nothing can be created under it.",
+        raise OutputError(f"cannot write {flag} {p}: {anchor} is a file, not a folder.",
                           "choose an output location whose parent folders are folders.")
     limit = _name_max(anchor)
     for part in p.parts:
         n = len(os.fsencode(part))
         if n > limit:
             short = part if len(part) <= 40 else part[:20] + "…" + part[-12:]
-            raise OutputError(f"{flag}: the name {short!r} is {n} bytes long; this file system allows {limit}.",
+            raise OutputError(f"cannot write {flag} {p.name[:40]}…: the name {short!r} is {n} bytes long; this "
+                              f"file system allows {limit}.",
                               "choose a shorter file or folder name.")
     if not os.access(anchor, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag} {p}: the folder {anchor} is not writable.", "choose a writable output location.")
+        raise OutputError(f"cannot write {flag} {p}: the folder {anchor} is not writable.",
+                          "choose a writable output location.")
 
 
 def check_output_file(path: str | os.PathLike, flag: str, suffixes: Collection[str] | None = None) -> Path:

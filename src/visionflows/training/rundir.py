@@ -29,7 +29,8 @@ from pathlib import Path
 
 from visionflows.errors import ConfigError, OutputError
 
-__all__ = ["RunDir", "RunDirBusyError", "check_resume_flags", "open_run_dir", "RUN_FILES", "LOCK_NAME"]
+__all__ = ["RunDir", "RunDirBusyError", "check_resume_flags", "check_run_dir", "open_run_dir", "RUN_FILES",
+           "LOCK_NAME"]
 
 LOCK_NAME = ".lock"
 #: what the trainer writes into a run directory
@@ -196,16 +197,78 @@ def check_resume_flags(resume: bool, overwrite: bool) -> None:
         )
 
 
-def open_run_dir(run_dir: str | os.PathLike, resume: bool = False, overwrite: bool = False) -> RunDir:
-    """Create (if needed) and lock ``run_dir`` and decide, without guessing, whether this is a fresh start or a
-    resume; see the module docstring. Raises :class:`ConfigError` / :class:`OutputError` with the fix."""
-    path = Path(run_dir)
-    check_resume_flags(resume, overwrite)
+def _decide(path: Path, entries: list[Path], resume: bool, overwrite: bool) -> bool:
+    """Raise if the folder's content contradicts the request; True if the entries must be deleted first."""
+    checkpoints = _complete_checkpoints(path)
+    if resume:
+        if not checkpoints:
+            what = ("it is empty" if not entries else "it holds no checkpoint (its training ended before the first "
+                    "one)" if _is_failed_start(path, entries) else "it holds no visionflows checkpoint")
+            raise ConfigError(f"cannot resume {path}: {what}.",
+                              "drop --resume to start a new run there, or give the --run-dir of the run to continue.")
+        return False
+    if not entries:
+        return False
+    if overwrite or _is_failed_start(path, entries):
+        return True
+    if checkpoints:
+        raise ConfigError(f"run directory {path} is not empty: it holds a run (last checkpoint "
+                          f"{checkpoints[-1].name}).",
+                          "pass --resume to continue it, --overwrite to delete it and start again, or choose another "
+                          "--run-dir.")
+    shown = ", ".join(p.name for p in entries[:4]) + (" …" if len(entries) > 4 else "")
+    raise ConfigError(f"run directory {path} is not empty and holds no run ({shown}).",
+                      "choose another (new or empty) --run-dir, or pass --overwrite to delete its contents.")
+
+
+def _entries(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir()
+                  if p.name != LOCK_NAME and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+
+
+def _missing(path: Path, resume: bool) -> None:
+    check_resume_flags(resume, False)
     if path.exists() and not path.is_dir():
         raise OutputError(f"run directory {path} exists and is not a directory.", "choose another --run-dir.")
     if resume and not path.exists():
         raise ConfigError(f"cannot resume: run directory {path} does not exist.",
                           "drop --resume to start a new run there, or give the --run-dir of the run to continue.")
+
+
+def check_run_dir(run_dir: str | os.PathLike, resume: bool = False, overwrite: bool = False) -> None:
+    """The decisions of :func:`open_run_dir` without its side effects (nothing is created, locked or deleted):
+    commands call it before any work starts, so a bad ``--run-dir`` / ``--resume`` fails at once."""
+    from visionflows.validation import check_output_dir
+
+    path = Path(run_dir)
+    check_resume_flags(resume, overwrite)
+    _missing(path, resume)
+    check_output_dir(path, "--run-dir")
+    if not path.is_dir():
+        return
+    _decide(path, _entries(path), resume, overwrite)
+    lock = path / LOCK_NAME
+    if lock.exists():
+        try:
+            import fcntl
+
+            fd = os.open(lock, os.O_RDONLY)
+        except (ImportError, OSError):
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _busy(path, lock) from None
+        finally:
+            os.close(fd)
+
+
+def open_run_dir(run_dir: str | os.PathLike, resume: bool = False, overwrite: bool = False) -> RunDir:
+    """Create (if needed) and lock ``run_dir`` and decide, without guessing, whether this is a fresh start or a
+    resume; see the module docstring. Raises :class:`ConfigError` / :class:`OutputError` with the fix."""
+    path = Path(run_dir)
+    check_resume_flags(resume, overwrite)
+    _missing(path, resume)
     created_root = None
     if not path.exists():
         created_root = path.absolute()
@@ -227,28 +290,10 @@ def open_run_dir(run_dir: str | os.PathLike, resume: bool = False, overwrite: bo
                           "choose a writable --run-dir.") from err
     try:
         _clean_stale_temporaries(path)
-        entries = sorted(p for p in path.iterdir() if p.name != LOCK_NAME)
-        if resume:
-            if not run.checkpoints():
-                what = ("it is empty" if not entries else "it holds no checkpoint (its training ended before the "
-                        "first one)" if _is_failed_start(path, entries) else "it holds no visionflows checkpoint")
-                raise ConfigError(f"cannot resume {path}: {what}.",
-                                  "drop --resume to start a new run there, or give the --run-dir of the run to "
-                                  "continue.")
-        elif entries:
-            if overwrite or _is_failed_start(path, entries):
-                for p in entries:
-                    _remove(p)
-            elif run.checkpoints():
-                raise ConfigError(f"run directory {path} is not empty: it holds a run (last checkpoint "
-                                  f"{run.checkpoints()[-1].name}).",
-                                  "pass --resume to continue it, --overwrite to delete it and start again, or choose "
-                                  "another --run-dir.")
-            else:
-                shown = ", ".join(p.name for p in entries[:4]) + (" …" if len(entries) > 4 else "")
-                raise ConfigError(f"run directory {path} is not empty and holds no run ({shown}).",
-                                  "choose another (new or empty) --run-dir, or pass --overwrite to delete its "
-                                  "contents.")
+        entries = _entries(path)
+        if _decide(path, entries, resume, overwrite):
+            for p in entries:
+                _remove(p)
     except BaseException:
         run.release()
         raise
