@@ -24,6 +24,11 @@ KEY_NAMES = (
     "visionflows.testing.check_bijector",
     "visionflows.flows.ActNorm",
     "visionflows.flows.FlowModel",
+    "visionflows.flows.ContextScale",
+    "visionflows.registry.create_model",
+    "visionflows.registry.register_model",
+    "visionflows.testing.check_model",
+    "visionflows.glow.Glow",
     "visionflows.io.save_model",
     "visionflows.io.load_model",
     "visionflows.training.train",
@@ -100,3 +105,15 @@ def test_pages_mention_their_papers(site: Path) -> None:
     index = (site / "index.html").read_text(encoding="utf-8")
     for cite in ("Noise Flow", "Wavelet Flow", "Glow", "Unprocessing Images", "Modeling sRGB Camera Noise"):
         assert cite in index, cite
+
+
+def test_contract_page_examples_run(tmp_path: Path) -> None:
+    """The code on docs/contracts.md (adding a layer, the registry, adding a model) runs as written."""
+    text = (DOCS_DIR / "contracts.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 3
+    script = tmp_path / "contracts_examples.py"
+    script.write_text("\n".join(blocks), encoding="utf-8")
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "roundtrip64" in out.stdout and "log_prob_vs_encode" in out.stdout
