@@ -1,17 +1,16 @@
-"""Independent, parallel per-level training of Wavelet Flow, and assembly of the trained levels.
+"""Independent per-level training of Wavelet Flow, finding the trained levels, and assembling them.
 
 Each level ``L`` of Wavelet Flow (Yu, Derpanis & Brubaker, NeurIPS 2020) is an independent density, so each is
-trained as its own job (:class:`WaveletLevelTask` for :func:`visionflows.training.train`) with its own run dir;
-:func:`train_all_levels` runs the jobs as separate processes, at most ``parallel`` at a time, and
+trained as its own job (:class:`WaveletLevelTask` for :func:`visionflows.training.train`) with its own run dir
+``RUN/level_L``; :func:`train_all_levels` (from :mod:`visionflows.wavelet.parallel`) trains every level on
+long-lived workers, :func:`find_level_runs` finds the level run dirs in any directory the commands write, and
 :func:`assemble` joins the levels' checkpoints (each at whatever step) into one :class:`WaveletFlow`.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from visionflows.errors import CheckpointError, ConfigError, InputError, VisionflowsError
+from visionflows.errors import CheckpointError, ConfigError, InputError
 from visionflows.wavelet.level import WaveletLevel
 from visionflows.wavelet.model import WaveletFlow, n_levels_for
 from visionflows.wavelet.presets import WaveletPreset, get_preset
@@ -27,6 +26,7 @@ from visionflows.wavelet.presets import WaveletPreset, get_preset
 __all__ = [
     "WaveletLevelTask",
     "assemble",
+    "find_level_runs",
     "level_run_dir",
     "load_wavelet",
     "steps_summary",
@@ -93,7 +93,8 @@ class WaveletLevelTask:
                 f"the data has {self.pool.channels} channel(s) but preset {self.preset.name} models "
                 f"{self.preset.channels}.", "convert the data or override the preset's channels.",
             )
-        self.data_source = str(data) if not isinstance(data, Tensor) else "tensor"
+        self.data_source = data.source if isinstance(data, ImagePool) else "tensor" if isinstance(data, Tensor) else (
+            str(data))
         self.eval_count = int(eval_images)
 
     def build_model(self) -> WaveletLevel:
@@ -165,14 +166,18 @@ def train_level(
     device: str = "auto",
     tensorboard: bool = True,
     max_minutes: float | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
     **overrides: Any,
 ):
     """Train level ``level`` of ``preset`` into ``run_dir`` with Glow's Adamax and linear warm-up.
 
     Defaults come from the preset (batch, lr, warm-up); ``steps`` defaults to the preset's ``max_steps``. The
     seed is ``seed + level`` (as the official code). ``max_minutes`` stops (with a checkpoint) after that much
-    wall time. Returns the trainer's ``TrainResult``.
+    wall time. ``train_overrides``: further :class:`~visionflows.training.TrainConfig` settings (e.g.
+    ``grad_clip``, ``ema_decay``). Returns the trainer's ``TrainResult``.
     """
+    import dataclasses
+
     from visionflows.training import TrainConfig, train
 
     task = WaveletLevelTask(preset, level, data, batch_size=batch_size, **overrides)
@@ -195,92 +200,13 @@ def train_level(
         tensorboard=tensorboard,
         max_minutes=max_minutes,
     )
+    if train_overrides:
+        config = dataclasses.replace(config, **train_overrides)
     return train(task, config, run_dir, resume=resume, overwrite=overwrite)
-
-
-def train_all_levels(
-    preset: str,
-    run_root: str | os.PathLike,
-    parallel: int = 1,
-    levels: Sequence[int] | None = None,
-    data: str | None = None,
-    steps: int | None = None,
-    extra_args: Sequence[str] = (),
-    threads: int | None = None,
-    log: Any = None,
-    poll_s: float = 0.2,
-) -> dict[int, int]:
-    """Train every level as a separate process (``python -m visionflows wavelet train --level L``).
-
-    At most ``parallel`` jobs run at a time; each writes ``run_root/level_L`` and logs to
-    ``run_root/logs/level_L.log``. Torch threads per job default to ``cpu_count // parallel`` (≥ 1); with
-    several CUDA devices the jobs are spread over them. Returns ``{level: exit code}``; raises
-    :class:`VisionflowsError` naming the failed levels and their logs.
-    """
-    p = get_preset(preset)
-    n = n_levels_for(p.resolution, "preset resolution")
-    todo = list(range(n + 1)) if levels is None else [int(v) for v in levels]
-    for lv in todo:
-        if not 0 <= lv <= n:
-            raise ConfigError(f"level {lv} is outside 0..{n} for preset {p.name}.")
-    parallel = max(1, int(parallel))
-    nthreads = int(threads or max(1, (os.cpu_count() or 1) // min(parallel, len(todo))))
-    root = Path(run_root)
-    (root / "logs").mkdir(parents=True, exist_ok=True)
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    pending, running, codes = list(todo), {}, {}
-    slot = 0
-    while pending or running:
-        while pending and len(running) < parallel:
-            lv = pending.pop(0)
-            cmd = [sys.executable, "-m", "visionflows", "wavelet", "train", "--preset", p.name, "--level", str(lv),
-                   "--run-dir", str(root), "--threads", str(nthreads), "--no-progress"]
-            if data is not None:
-                cmd += ["--data", str(data)]
-            if steps is not None:
-                cmd += ["--steps", str(steps)]
-            cmd += list(extra_args)
-            env = dict(os.environ, OMP_NUM_THREADS=str(nthreads), MKL_NUM_THREADS=str(nthreads))
-            if gpus > 1:
-                env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
-            slot += 1
-            fh = open(root / "logs" / f"level_{lv}.log", "w")  # noqa: SIM115 - closed when the job ends
-            running[lv] = (subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), fh)
-            if log:
-                log(f"level {lv}: started (pid {running[lv][0].pid}, {nthreads} thread(s))")
-        for lv, (proc, fh) in list(running.items()):
-            rc = proc.poll()
-            if rc is not None:
-                fh.close()
-                codes[lv] = rc
-                del running[lv]
-                if log:
-                    log(f"level {lv}: {'done' if rc == 0 else f'FAILED (exit {rc})'}")
-        if running:
-            time.sleep(poll_s)
-    failed = sorted(lv for lv, rc in codes.items() if rc != 0)
-    if failed:
-        logs = ", ".join(str(root / "logs" / f"level_{lv}.log") for lv in failed)
-        tail = _tail(root / "logs" / f"level_{failed[0]}.log")
-        raise VisionflowsError(
-            f"level(s) {failed} failed (logs: {logs}). Last lines of level {failed[0]}: {tail}",
-            "fix the problem and rerun those levels with --level L --resume.",
-        )
-    return codes
-
-
-def _tail(path: Path, n: int = 3) -> str:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "(no log)"
-    return " | ".join(lines[-n:])
 
 
 def load_wavelet(path: str | os.PathLike) -> WaveletFlow | WaveletLevel:
     """Load a ``waveletflow`` or ``waveletflow_level`` model file (or run/checkpoint dir) without other kinds."""
-    import json
-
     from visionflows.io import read_model_file
 
     meta, state = read_model_file(path)
@@ -312,6 +238,70 @@ def _level_file(path: Path) -> Path:
     raise CheckpointError(f"no checkpoint found in {path}.", "train the level first (visionflows wavelet train).")
 
 
+#: folders :func:`find_level_runs` searches for ``level_L`` run dirs, relative to the path it is given, in order:
+#: a run root (``wavelet train --run-dir``), a folder holding ``levels/`` (a root that keeps its levels there),
+#: and the demo's run dir (``visionflows demo`` writes ``RUN/wavelet/levels/level_L``)
+LEVEL_LAYOUTS = (".", "levels", "wavelet", "wavelet/levels")
+
+
+def _level_dirs(folder: Path) -> dict[int, Path]:
+    found = {}
+    if folder.is_dir():
+        for d in folder.glob("level_*"):
+            suffix = d.name[len("level_") :]
+            if d.is_dir() and suffix.isdigit():
+                found[int(suffix)] = d
+    return dict(sorted(found.items()))
+
+
+def _single_level(path: Path) -> int | None:
+    """The level of one level's run dir, checkpoint dir or model file; ``None`` if ``path`` is none of those."""
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+        if str(cfg.get("task_name", "")).startswith("wavelet-level-"):
+            return int(cfg["task"]["level"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    if not (path.is_file() or (path / "model.safetensors").is_file() or (path / "checkpoints").is_dir()):
+        return None
+    try:
+        model = load_wavelet(_level_file(path))
+    except CheckpointError:
+        return None
+    if not isinstance(model, WaveletLevel):
+        raise CheckpointError(f"{path} holds a full Wavelet Flow, not the levels of a run.",
+                              "pass it with --model (or to load_wavelet) instead of --run-dir.")
+    return model.level
+
+
+def find_level_runs(path: str | os.PathLike) -> dict[int, Path]:
+    """``{level: run dir}`` for any directory the Wavelet Flow commands write.
+
+    Accepts a run root with ``level_L`` dirs (``wavelet train --run-dir``), a folder with ``levels/level_L``, the
+    demo's run dir (``RUN/wavelet/levels/level_L``), its ``RUN/wavelet``, and one level's own run dir, checkpoint
+    dir or model file (``{L: path}``); see :data:`LEVEL_LAYOUTS`. Levels need not have checkpoints yet.
+    Raises one :class:`CheckpointError` listing every place it looked.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise CheckpointError(f"run directory {root} does not exist.", "pass the --run-dir used for training.")
+    if root.is_dir():
+        for sub in LEVEL_LAYOUTS:
+            found = _level_dirs(root / sub)
+            if found:
+                return found
+    level = _single_level(root)
+    if level is not None:
+        return {level: root}
+    looked = ", ".join(str(root / sub / "level_<L>") for sub in LEVEL_LAYOUTS)
+    raise CheckpointError(
+        f"no Wavelet Flow levels in {root}: looked for {looked}, and for one level's run dir "
+        f"({root / 'config.json'} of a level, {root / 'checkpoints' / 'step-*'} or {root / 'model.safetensors'}).",
+        "pass a wavelet run root (--run-dir of `wavelet train`), its levels/ folder, one level's run dir, or the "
+        "run dir of `visionflows demo`.",
+    )
+
+
 def assemble(
     source: str | os.PathLike | Mapping[int, str | os.PathLike],
     require: Sequence[int] | None = None,
@@ -319,25 +309,18 @@ def assemble(
 ) -> WaveletFlow:
     """Join independently trained level checkpoints into one :class:`WaveletFlow`.
 
-    ``source``: a run root holding ``level_L`` run dirs (newest checkpoint of each), or ``{level: path}`` with
-    a model file, checkpoint dir or run dir per level. ``require``: levels that must be present (default all);
-    other missing levels stay untrained and are marked ``"untrained"`` in ``model.level_sources`` (using them
-    raises :class:`CheckpointError`). ``model.level_sources[L]`` says which file and step each level came from.
+    ``source``: any directory :func:`find_level_runs` accepts (newest checkpoint of each level), or
+    ``{level: path}`` with a model file, checkpoint dir or run dir per level. ``require``: levels that must be
+    present (default all); other missing levels stay untrained and are marked ``"untrained"`` in
+    ``model.level_sources`` (using them raises :class:`CheckpointError`). ``model.level_sources[L]`` says which
+    file and step each level came from.
     """
-    found: dict[int, Path] = {}
     if isinstance(source, Mapping):
-        for lv, path in source.items():
-            found[int(lv)] = Path(path)
+        found = {int(lv): Path(path) for lv, path in source.items()}
         root_desc = "the given checkpoints"
     else:
-        root = Path(source)
-        if not root.is_dir():
-            raise CheckpointError(f"run directory {root} does not exist.", "pass the --run-dir used for training.")
-        for d in root.glob("level_*"):
-            suffix = d.name[len("level_") :]
-            if d.is_dir() and suffix.isdigit():
-                found[int(suffix)] = d
-        root_desc = str(root)
+        found = find_level_runs(source)
+        root_desc = str(Path(source))
     levels: dict[int, WaveletLevel] = {}
     sources: dict[int, str] = {}
     for lv in sorted(found):
@@ -366,9 +349,10 @@ def assemble(
     need = list(range(n + 1)) if require is None else [int(v) for v in require]
     missing = [lv for lv in need if lv not in levels]
     if missing:
+        where = {p.parent for p in found.values() if p.name.startswith("level_")}
         expected = (
-            ", ".join(str(level_run_dir(source, lv)) for lv in missing)
-            if not isinstance(source, Mapping) else "a checkpoint per level"
+            ", ".join(str(level_run_dir(next(iter(where)), lv)) for lv in missing)
+            if len(where) == 1 and not isinstance(source, Mapping) else "a checkpoint per level"
         )
         raise CheckpointError(
             f"missing checkpoint for level(s) {missing} in {root_desc} (expected {expected}).",
@@ -396,3 +380,5 @@ def steps_summary(model: WaveletFlow) -> str:
     """One line per level: where its weights came from."""
     return "\n".join(f"level {lv}: {src}" for lv, src in sorted(model.level_sources.items()))
 
+
+from visionflows.wavelet.parallel import train_all_levels  # noqa: E402  (re-export; parallel imports us lazily)

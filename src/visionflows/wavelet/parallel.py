@@ -1,0 +1,408 @@
+"""Training every level of a Wavelet Flow: long-lived workers, a longest-first queue, budgets set by cost.
+
+:func:`train_all_levels` trains levels ``0..n`` (each its own run dir ``run_root/level_L``, as
+:func:`~visionflows.wavelet.train.train_level` writes it) on ``parallel`` workers:
+
+* **Workers pay start-up once.** Worker 0 is the calling process itself; workers ``1..P−1`` are library
+  processes (``python -m visionflows.wavelet.worker``, see :mod:`visionflows.wavelet.worker`) that receive one
+  JSON job spec at a time on stdin and train level after level, keeping the image pool loaded. Nothing re-parses
+  a command line.
+* **Longest first, budgets by cost.** A level's cost is its remaining steps × its seconds per step, measured in
+  an earlier run of the same run root (``logs/schedule.json``) or else estimated from the level's shape
+  (:func:`estimate_step_seconds`: multiply-adds ∝ batch · pixels · steps · width², plus a per-layer overhead).
+  Without a time limit, idle workers take the costliest level left from one shared queue. With
+  ``max_minutes`` (the wall-clock budget of the *whole* call), the levels are placed longest-first on the least
+  loaded worker, and each job's time budget is the worker's remaining time (to the common deadline, minus the
+  measured per-job overhead) shared over the levels it has left in proportion to their cost, so every worker
+  ends at the deadline and every level gets time in proportion to its cost.
+* **One level per device.** With several CUDA devices (``device`` ``"auto"`` or ``"cuda"``), worker ``k`` uses
+  ``cuda:k mod G``; ``parallel=None`` means one worker per device.
+* **No orphans.** Workers run in their own process group; on SIGINT / SIGTERM or any exception the parent kills
+  those groups, and a worker whose parent dies (even by SIGKILL) sees its stdin close or its parent id change and
+  kills its own group within a second. Checkpoints are written atomically, so a killed level resumes cleanly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from visionflows.errors import ConfigError, VisionflowsError
+from visionflows.wavelet.level import level_dims
+from visionflows.wavelet.model import n_levels_for
+from visionflows.wavelet.presets import WaveletPreset, get_preset
+from visionflows.wavelet.worker import LevelJob, LevelOutcome, WorkerProcess, current_step, killpg, run_job
+
+__all__ = [
+    "LevelJob",
+    "LevelOutcome",
+    "estimate_step_seconds",
+    "plan_levels",
+    "train_all_levels",
+]
+
+#: smallest time budget handed to a job (it still trains at least one step and writes a checkpoint)
+MIN_JOB_MINUTES = 1e-3
+#: per-job overhead (model build, DDI, checkpoint, evaluation) assumed until one is measured
+DEFAULT_JOB_OVERHEAD_S = 0.3
+#: one-time cost of a worker process's first job (opening the images), reserved from that job's budget
+FIRST_JOB_EXTRA_S = 1.0
+#: start-up of a worker process (interpreter, torch, data) assumed until one is measured
+DEFAULT_WORKER_STARTUP_S = 4.0
+
+
+# ---------------------------------------------------------------------------------------------------- cost
+def estimate_step_seconds(
+    preset: str | WaveletPreset, level: int, batch_size: int | None = None, device: str = "cpu", threads: int = 1
+) -> float:
+    """Estimated seconds per training step of ``level`` (only ratios between levels matter).
+
+    Multiply-adds of forward + backward (≈ 3 × forward) of the level's coupling nets on its (cropped) coefficient
+    grid — ``batch · pixels · steps · (10·res_blocks·width² + …)`` — at a nominal rate, plus a fixed cost per
+    layer and per step (kernel launches, Python), calibrated on a 2-core x86 CPU (one thread: within 25% of the
+    measured time of every ``cpu_32`` level) and scaled for CUDA.
+    """
+    p = get_preset(preset)
+    n = n_levels_for(p.resolution, "preset resolution")
+    c, q, _ = level_dims(level, p.channels)
+    batch = int(batch_size or p.batch_size)
+    side = 1 if level == 0 else max(1, (p.resolution // p.crops[level]) >> (n - level + 1))
+    w, k, rb = p.widths[level], p.steps[level], p.res_blocks
+    if c < 2:
+        macs, layers = 0.0, 1
+    else:
+        c1, c2 = c // 2, c - c // 2
+        per_pixel = (c1 + q) * w + rb * 10 * w * w + 9 * w * 2 * c2 + c * c
+        macs = 3.0 * batch * k * side * side * per_pixel
+        layers = k * (rb + 1)
+    if str(device).startswith("cuda"):
+        return 5e-4 + 6e-5 * layers + macs / 2e13
+    return 1e-3 + 7.5e-4 * layers + macs / (4.5e10 * max(1, int(threads)))
+
+
+def plan_levels(costs: dict[int, float], workers: int, startup: Sequence[float] = ()) -> list[list[int]]:
+    """Longest-processing-time-first placement: each level (costliest first) goes to the least loaded worker.
+
+    ``startup[k]``: worker ``k``'s initial load, in the same units as ``costs``. Returns each worker's levels in
+    the order it trains them (costliest first). Ties go to the higher level (the larger data).
+    """
+    loads = [float(startup[k]) if k < len(startup) else 0.0 for k in range(max(1, workers))]
+    plan: list[list[int]] = [[] for _ in loads]
+    for lv in sorted(costs, key=lambda v: (-costs[v], -v)):
+        k = min(range(len(loads)), key=lambda i: (loads[i], i))
+        plan[k].append(lv)
+        loads[k] += costs[lv]
+    return plan
+
+
+# ------------------------------------------------------------------------------------------------- schedule
+class _Schedule:
+    """The queue the workers pull from (thread-safe): shared longest-first, or per worker with a deadline."""
+
+    def __init__(self, jobs: dict[int, LevelJob], costs: dict[int, float], workers: int,
+                 deadline: float | None, startup_s: float, t0: float, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.jobs, self.costs, self.deadline, self.t0, self.clock = jobs, costs, deadline, t0, clock
+        self.lock = threading.Lock()
+        self.cancelled = False
+        self.outcomes: dict[int, LevelOutcome] = {}
+        self.overheads: list[float] = []  # seconds outside the training loop of jobs after a worker's first
+        self.started: set[int] = set()  # workers that have taken a job
+        self.reported: set[int] = set()  # workers that have finished a job
+        self.spare: list[int] = []  # levels of a worker that died before it took them
+        if deadline is None:
+            self.shared: list[int] | None = sorted(jobs, key=lambda v: (-costs[v], -v))
+            self.queues: list[list[int]] = [[] for _ in range(workers)]
+        else:
+            self.shared = None
+            total = sum(costs.values()) or 1.0
+            unit = total / max(1e-9, workers * (deadline - t0))  # cost units per second of one worker
+            start = [0.0] + [startup_s * unit] * (workers - 1)
+            self.queues = plan_levels(costs, workers, start)
+
+    def overhead(self) -> float:
+        """Expected seconds a job spends outside its training loop (model build, DDI, checkpoint, evaluation):
+        the least measured, leaving out a worker process's first job (it also opens the images)."""
+        return min(self.overheads) if self.overheads else DEFAULT_JOB_OVERHEAD_S
+
+    def next(self, worker: int) -> LevelJob | None:
+        with self.lock:
+            if self.cancelled:
+                return None
+            if self.shared is not None:
+                return self.jobs[self.shared.pop(0)] if self.shared else None
+            queue = self.queues[worker]
+            if not queue and self.spare:
+                queue.append(self.spare.pop(0))
+            if not queue:
+                return None
+            lv = queue.pop(0)
+            rest = [lv, *queue]
+            first = FIRST_JOB_EXTRA_S if worker and worker not in self.started else 0.0  # it opens the images
+            self.started.add(worker)
+            left = self.deadline - self.clock() - self.overhead() * len(rest) - first
+            total = sum(self.costs[v] for v in rest)
+            share = self.costs[lv] / total if total > 0 else 1.0 / len(rest)
+            minutes = max(MIN_JOB_MINUTES, left * share / 60.0)
+            return dataclasses.replace(self.jobs[lv], max_minutes=minutes)
+
+    def report(self, outcome: LevelOutcome) -> None:
+        with self.lock:
+            self.outcomes[outcome.level] = outcome
+            if outcome.ok and outcome.budget_minutes is not None and outcome.steps_done:
+                if outcome.worker == 0 or outcome.worker in self.reported:  # not a worker process's first
+                    self.overheads.append(max(0.0, outcome.wall_s - outcome.budget_minutes * 60.0))
+                self.reported.add(outcome.worker)
+
+    def worker_lost(self, worker: int) -> None:
+        """A worker died: the levels it had not started go to whichever worker runs out of work first."""
+        with self.lock:
+            if self.shared is None:
+                self.spare.extend(self.queues[worker])
+                self.queues[worker] = []
+
+
+def _local_job(job: LevelJob, pools: dict, log) -> LevelOutcome:
+    """Worker 0: the calling process trains the level itself; its log file gets a header and any traceback."""
+    import contextlib
+    import io
+
+    if log:
+        log(f"level {job.level}: started on worker 0 (this process, pid {os.getpid()}, {job.device}, "
+            f"{job.num_threads} thread(s){job.describe_budget()})")
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        out = run_job(job, pools, worker=0)
+    if job.log:
+        with open(job.log, "a") as fh:
+            fh.write(f"level {job.level} trained by the calling process (pid {os.getpid()})\n{buf.getvalue()}"
+                     f"{out.summary()}\n")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- entry
+def _measured(root: Path) -> dict[str, Any]:
+    try:
+        return json.loads((root / "logs" / "schedule.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _worker_env(threads: int) -> dict[str, str]:
+    import visionflows
+
+    src = str(Path(visionflows.__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH", "")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               PYTHONPATH=src + (os.pathsep + path if path else ""))
+    return env
+
+
+def train_all_levels(
+    preset: str | WaveletPreset,
+    run_root: str | os.PathLike,
+    parallel: int | None = 1,
+    levels: Sequence[int] | None = None,
+    data: str | os.PathLike | None = None,
+    steps: int | None = None,
+    max_minutes: float | None = None,
+    threads: int | None = None,
+    log: Callable[[str], Any] | None = None,
+    *,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    warmup_steps: int | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    overwrite: bool = False,
+    amp: str | None = None,
+    compile: bool = False,
+    checkpoint_every: int | None = None,
+    device: str = "auto",
+    on_error: str = "skip",
+    tensorboard: bool = True,
+    **overrides: Any,
+) -> dict[int, LevelOutcome]:
+    """Train every level of ``preset`` into ``run_root/level_L`` on ``parallel`` long-lived workers.
+
+    See the module docstring for the workers, the queue and the budgets. ``steps``: each level's step target
+    (default: the preset's ``max_steps``). ``max_minutes``: wall-clock budget of the whole call, shared over the
+    levels by cost (each level still stops at ``steps``). ``threads``: torch threads per worker (default: the
+    usable CPUs divided by the workers). ``resume`` continues every level from its newest checkpoint; the other
+    keyword arguments are :func:`~visionflows.wavelet.train.train_level`'s. Per-level logs go to
+    ``run_root/logs/level_L.log``, the schedule and measured step times to ``run_root/logs/schedule.json``.
+
+    Returns ``{level: LevelOutcome}``. Raises the level's own error class (e.g. :class:`ConfigError`) when every
+    failed level failed with the same user error, else :class:`VisionflowsError` naming the failed levels.
+    """
+    import torch
+
+    p = get_preset(preset, **overrides)
+    n = n_levels_for(p.resolution, "preset resolution")
+    todo = list(range(n + 1)) if levels is None else sorted({int(v) for v in levels})
+    bad = [lv for lv in todo if not 0 <= lv <= n]
+    if bad or not todo:
+        raise ConfigError(f"level(s) {bad or '(none)'} outside 0..{n} for preset {p.name}.", f"use levels 0..{n}.")
+    if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
+        raise ConfigError(f"max_minutes must be a positive number, got {max_minutes}.", "pass e.g. --max-minutes 5.")
+    for name, val in (("parallel", parallel), ("threads", threads)):
+        if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
+            raise ConfigError(f"{name} must be a whole number >= 1, got {val!r}.", f"pass e.g. --{name} 2.")
+    root = Path(run_root)
+    from visionflows.wavelet.train import level_run_dir
+
+    busy = [str(level_run_dir(root, lv)) for lv in todo
+            if level_run_dir(root, lv).is_dir() and any(level_run_dir(root, lv).iterdir())]
+    if busy and not (resume or overwrite):
+        raise ConfigError(f"level run dir(s) {', '.join(busy)} are not empty.",
+                          "pass --resume to continue them, --overwrite to start again, or choose another --run-dir.")
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+
+    gpus = torch.cuda.device_count() if device in ("auto", "cuda") and torch.cuda.is_available() else 0
+    if parallel is None:
+        parallel = gpus if gpus > 1 else 1
+    workers = max(1, min(int(parallel), len(todo)))
+    nthreads = int(threads or max(1, _cpus() // workers))
+    devices = [f"cuda:{k % gpus}" if gpus else ("cpu" if device == "auto" else device) for k in range(workers)]
+
+    previous = _measured(root)
+    target = int(steps if steps is not None else p.max_steps)
+    jobs: dict[int, LevelJob] = {}
+    costs: dict[int, float] = {}
+    for lv in todo:
+        run_dir = level_run_dir(root, lv)
+        jobs[lv] = LevelJob(
+            lv, str(run_dir), p.name, dict(overrides), None if data is None else str(data), on_error, target,
+            batch_size, lr, warmup_steps, seed, resume, overwrite, amp, compile, checkpoint_every, device,
+            nthreads, None, tensorboard, str(root / "logs" / f"level_{lv}.log"),
+        )
+        done = current_step(run_dir) if resume else 0
+        per_step = _measured_step_seconds(previous, lv, nthreads, devices[0], batch_size or p.batch_size)
+        if per_step is None:
+            per_step = estimate_step_seconds(p, lv, batch_size, devices[0], nthreads)
+        costs[lv] = max(0, target - done) * per_step
+    for lv in todo:
+        if not resume:
+            Path(jobs[lv].log).write_text("")
+    t0 = time.monotonic()
+    deadline = t0 + 60.0 * max_minutes if max_minutes is not None else None
+    startup = float(previous.get("worker_startup_s") or DEFAULT_WORKER_STARTUP_S)
+    schedule = _Schedule(jobs, costs, workers, deadline, startup, t0)
+
+    remotes = [WorkerProcess(k, schedule, root, _worker_env(nthreads), devices[k], log) for k in range(1, workers)]
+    old_threads = torch.get_num_threads()
+    old_term = _install_term_handler(remotes)
+    try:
+        for r in remotes:
+            r.thread.start()
+        from visionflows.data.images import open_images
+
+        spec = None if data is None else str(data)  # opened here once: bad data fails before any level starts
+        pools = {(spec, p.resolution, p.channels, on_error): open_images(spec, p.resolution, p.channels, "train",
+                                                                           on_error=on_error)}
+        while (job := schedule.next(0)) is not None:
+            job = dataclasses.replace(job, device=devices[0])
+            out = _local_job(job, pools, log)
+            out.started_s = max(0.0, time.monotonic() - t0 - out.wall_s)
+            schedule.report(out)
+            if log:
+                log(out.summary())
+        for r in remotes:
+            r.thread.join()
+        while (job := schedule.next(0)) is not None:  # levels left by a worker that died
+            out = _local_job(dataclasses.replace(job, device=devices[0]), pools, log)
+            schedule.report(out)
+            if log:
+                log(out.summary())
+    except BaseException:
+        schedule.cancelled = True
+        for r in remotes:
+            r.kill()
+        raise
+    finally:
+        torch.set_num_threads(old_threads)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    outcomes = schedule.outcomes
+    _write_schedule(root, outcomes, remotes, workers, nthreads, devices, max_minutes, time.monotonic() - t0,
+                    batch_size or p.batch_size)
+    _raise_failures(outcomes, todo, root)
+    return dict(sorted(outcomes.items()))
+
+
+def _measured_step_seconds(prev: dict, level: int, threads: int, device: str, batch: int) -> float | None:
+    row = prev.get("levels", {}).get(str(level))
+    if not row or not row.get("s_per_step"):
+        return None
+    same = row.get("threads") == threads and str(row.get("device", "")).split(":")[0] == device.split(":")[0]
+    return float(row["s_per_step"]) if same and row.get("batch_size") == batch else None
+
+
+def _install_term_handler(remotes: list[WorkerProcess]):
+    """On SIGTERM kill the workers' process groups, then die of SIGTERM as before (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        for r in remotes:
+            if r.proc is not None:
+                killpg(r.proc.pid, signal.SIGKILL)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_term)
+    return previous if previous is not None else signal.SIG_DFL
+
+
+def _write_schedule(root, outcomes, remotes, workers, threads, devices, max_minutes, wall_s, batch) -> None:
+    from visionflows.io import atomic_write_text
+
+    rows = {}
+    for lv, o in outcomes.items():
+        row = asdict(o)
+        if o.ok and o.steps_done:
+            train_s = min(o.wall_s, o.budget_minutes * 60.0) if o.budget_minutes is not None else o.wall_s
+            row["s_per_step"] = train_s / o.steps_done
+        row["batch_size"] = batch
+        rows[str(lv)] = row
+    startups = [r.startup_s for r in remotes if r.startup_s is not None]
+    doc = {"workers": workers, "threads": threads, "devices": devices, "max_minutes": max_minutes,
+           "wall_s": wall_s, "worker_startup_s": max(startups) if startups else None, "levels": rows}
+    atomic_write_text(root / "logs" / "schedule.json", json.dumps(doc, indent=2) + "\n")
+
+
+def _raise_failures(outcomes: dict[int, LevelOutcome], todo: list[int], root: Path) -> None:
+    failed = [lv for lv in todo if lv not in outcomes or not outcomes[lv].ok]
+    if not failed:
+        return
+    errs = [outcomes.get(lv) for lv in failed]
+    first = errs[0]
+    fix = "fix the problem and rerun with --resume (finished levels are kept)."
+    if first is not None and all(e is not None and (e.error_type, e.error) == (first.error_type, first.error)
+                                 for e in errs):
+        import visionflows.errors as E
+
+        cls = getattr(E, first.error_type or "", None)
+        if isinstance(cls, type) and issubclass(cls, VisionflowsError):
+            raise cls(f"level(s) {failed} failed: {first.error}", first.fix or fix)
+    logs = ", ".join(str(root / "logs" / f"level_{lv}.log") for lv in failed)
+    why = "; ".join(f"level {lv}: {e.error_type}: {e.error}" if e else f"level {lv}: not run"
+                    for lv, e in zip(failed, errs))
+    raise VisionflowsError(f"level(s) {failed} failed ({why}; logs: {logs}).", fix)
