@@ -11,8 +11,10 @@ from visionflows.errors import ConfigError
 from visionflows.training import TRAIN_RULES, TrainConfig
 from visionflows.validation import check_device, load_config_file, number_arg
 
-__all__ = ["add_trainer_args", "check_train_args", "trainer_config", "trainer_settings", "device_arg", "print_table",
-           "TRAINER_FLAGS"]
+__all__ = [
+    "add_trainer_args", "check_image_data", "check_train_args", "trainer_config", "trainer_settings", "device_arg",
+    "print_table", "TRAINER_FLAGS",
+]
 
 #: trainer flag → TrainConfig field (the flags every train command takes)
 TRAINER_FLAGS = {
@@ -52,18 +54,22 @@ def add_trainer_args(
     batch_size: int | str,
     run_dir_default: str | None = None,
     warmup_steps: int | str = 0,
+    run_dir_required: bool | None = None,
+    run_dir_help: str | None = None,
     seed_help: str | None = None,
     legacy_warmup: bool = False,
 ) -> None:
     """The trainer flags of every train command, mapping onto :class:`~visionflows.training.TrainConfig`.
 
     ``steps``/``lr``/``batch_size``/``warmup_steps`` are the defaults shown in ``--help`` (a number, or a
-    description such as ``"the preset's"``); ``run_dir_default`` makes ``--run-dir`` optional. Every numeric
+    description such as ``"the preset's"``); ``run_dir_default`` (or ``run_dir_required=False``) makes
+    ``--run-dir`` optional, ``run_dir_help`` describes it. Every numeric
     flag is checked at parse time with the same rule as the config field (:data:`TRAIN_RULES`)."""
     r = TRAIN_RULES
     g = p.add_argument_group("training (the same flags for every train command)")
-    g.add_argument("--run-dir", required=run_dir_default is None, default=run_dir_default,
-                   help="output folder (must be new or empty, unless --resume or --overwrite)"
+    required = run_dir_default is None if run_dir_required is None else run_dir_required
+    g.add_argument("--run-dir", required=required, default=run_dir_default,
+                   help=(run_dir_help or "output folder") + " (must be new or empty, unless --resume or --overwrite)"
                    + (f"; default {run_dir_default}" if run_dir_default else ""))
     ro = g.add_mutually_exclusive_group()
     ro.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint "
@@ -96,6 +102,17 @@ def add_trainer_args(
     defaults = {k: v for k, v in (("steps", steps), ("lr", lr), ("batch_size", batch_size),
                                   ("warmup_steps", warmup_steps)) if not isinstance(v, str)}
     p.set_defaults(_trainer_defaults=defaults)
+
+
+def check_image_data(spec: str | None) -> None:
+    """``--data`` of the image commands: 'builtin' (or None), else a path that exists (folder, .npz or image)."""
+    from pathlib import Path
+
+    if spec is None or spec == "builtin":
+        return
+    if not Path(spec).exists():
+        raise ConfigError(f"--data {spec} does not exist.",
+                          "give 'builtin', a folder of PNG/JPEG images, a downsampled-ImageNet .npz or an image file.")
 
 
 def trainer_settings(args: argparse.Namespace) -> dict[str, Any]:
