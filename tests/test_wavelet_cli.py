@@ -129,3 +129,75 @@ def test_train_errors_exit_2(tmp_path, capsys):
     assert main(["wavelet", "train", "--preset", "tiny_8", "--level", "0", "--data", str(npz), "--run-dir",
                  str(tmp_path / "n")]) == 2
     assert "16×16 images but the model is 8×8" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- every directory the commands write
+def _layout(trained, tmp_path, form):
+    """The trained levels copied into the directory layout ``form``; returns the path to pass as --run-dir."""
+    import shutil
+
+    run = trained / "run"
+    if form == "root":  # `wavelet train --run-dir X` writes X/level_L
+        return run
+    if form in ("levels_parent", "levels_folder"):  # a root that keeps its levels in levels/
+        shutil.copytree(run, tmp_path / "wf" / "levels", ignore=shutil.ignore_patterns("imgs"))
+        return tmp_path / "wf" if form == "levels_parent" else tmp_path / "wf" / "levels"
+    # `visionflows demo --run-dir X` writes its Wavelet Flow levels to X/wavelet/levels/level_L
+    shutil.copytree(run, tmp_path / "demo" / "wavelet" / "levels")
+    (tmp_path / "demo" / "wavelet" / "samples").mkdir()
+    (tmp_path / "demo" / "noise").mkdir()
+    return tmp_path / "demo" if form == "demo" else tmp_path / "demo" / "wavelet"
+
+
+@pytest.mark.parametrize("form", ["root", "levels_parent", "levels_folder", "demo", "demo_wavelet"])
+def test_eval_sample_superres_accept_every_run_layout(trained, tmp_path, capsys, form):
+    from visionflows.wavelet.train import find_level_runs
+
+    where = _layout(trained, tmp_path, form)
+    found = find_level_runs(where)
+    assert sorted(found) == [0, 1, 2, 3] and all(p.name == f"level_{lv}" for lv, p in found.items())
+    assert main(["wavelet", "eval", "--run-dir", str(where), "--data", str(trained / "imgs"), "--max-images",
+                 "4"]) == 0
+    assert "step 5" in capsys.readouterr().out
+    assert main(["wavelet", "sample", "--run-dir", str(where), "--out", str(tmp_path / "s"), "--n", "2"]) == 0
+    img = _png(tmp_path / "gt.png", 8, 8)
+    assert main(["wavelet", "superres", "--run-dir", str(where), "--image", str(img), "--factor", "2", "--out",
+                 str(tmp_path / "sr"), "--n-samples", "1"]) == 0
+
+
+def test_single_level_dirs_resolve_and_unknown_layouts_fail_clearly(trained, tmp_path, capsys):
+    from visionflows.errors import CheckpointError
+    from visionflows.training import find_checkpoints
+    from visionflows.wavelet.train import find_level_runs
+
+    level = trained / "run" / "level_2"
+    ckpt = find_checkpoints(level)[-1]
+    for path in (level, ckpt, ckpt / "model.safetensors"):
+        assert find_level_runs(path) == {2: path}
+    # one level is not a whole model: eval says which levels are missing
+    assert main(["wavelet", "eval", "--run-dir", str(level), "--data", str(trained / "imgs")]) == 2
+    assert "level(s) [0, 1, 3]" in capsys.readouterr().err
+    empty = tmp_path / "nothing"
+    (empty / "checkpoints_elsewhere").mkdir(parents=True)
+    with pytest.raises(CheckpointError) as err:
+        find_level_runs(empty)
+    msg = str(err.value)
+    for looked in ("level_<L>", "levels/level_<L>", "wavelet/levels/level_<L>", "checkpoints/step-*"):
+        assert looked in msg, looked
+    assert main(["wavelet", "sample", "--run-dir", str(empty), "--out", str(tmp_path / "s")]) == 2
+    err_text = capsys.readouterr().err
+    assert "no Wavelet Flow levels" in err_text and "Traceback" not in err_text
+
+
+@pytest.mark.slow
+def test_train_all_levels_cli_shared_flags_resume_and_refusal(trained, tmp_path, capsys):
+    run = tmp_path / "all"
+    base = ["wavelet", "train", "--preset", "tiny_8", "--level", "all", "--parallel", "2", "--data",
+            str(trained / "imgs"), "--run-dir", str(run), "--batch-size", "4", "--threads", "1"]
+    assert main(base + ["--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "trained levels [0, 1, 2, 3]" in out and out.count(": done (step 0 → 3") == 4
+    assert main(base + ["--steps", "4"]) == 2  # a run is there: --resume or --overwrite
+    assert "--resume" in capsys.readouterr().err
+    assert main(base + ["--steps", "4", "--resume"]) == 0
+    assert capsys.readouterr().out.count("step 3 → 4") == 4

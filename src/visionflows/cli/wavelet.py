@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train one level (or all levels, in parallel processes)")
     t.add_argument("--preset", required=True, help="preset name (see `visionflows wavelet presets`)")
     t.add_argument("--level", required=True, help="level index L, or 'all'")
-    t.add_argument("--parallel", type=int, default=1, help="with --level all: levels trained at a time")
+    t.add_argument("--parallel", type=int, default=None,
+                   help="with --level all: worker processes training levels at a time (default: one per GPU when "
+                        "there are several, else 1)")
     t.add_argument("--data", default=None, help="image folder, ImageNet .npz, or 'builtin' (default)")
     t.add_argument("--run-dir", default=None, help="run root; level L goes to RUN_DIR/level_L")
     t.add_argument("--steps", type=int, default=None)
@@ -32,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("--threads", type=int, default=None, help="torch threads per level job")
     t.add_argument("--checkpoint-every", type=int, default=None)
-    t.add_argument("--max-minutes", type=float, default=None, help="stop each level (with a checkpoint) after this")
+    t.add_argument("--max-minutes", type=float, default=None,
+                   help="stop (with a checkpoint) after this wall time; with --level all: the whole run's budget, "
+                        "shared over the levels by their cost")
     t.add_argument("--on-error", choices=["skip", "stop"], default="skip", help="corrupt images: warn+skip or stop")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train)
@@ -41,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         ("superres", "super-resolve an image, with PSNR/SSIM")):
         q = sub.add_parser(name, help=help_)
         src = q.add_mutually_exclusive_group(required=True)
-        src.add_argument("--run-dir", help="run root with level_L run dirs (newest checkpoint of each)")
+        src.add_argument("--run-dir", help="a wavelet run root, its levels/ folder, one level's run dir, or the "
+                                           "run dir of `visionflows demo` (newest checkpoint of each level)")
         src.add_argument("--model", help="a saved full Wavelet Flow model file")
         q.add_argument("--seed", type=int, default=0)
         if name == "eval":
@@ -90,25 +95,13 @@ def _load(args: argparse.Namespace, require=None):
 def _train(args: argparse.Namespace) -> int:
     from visionflows.errors import ConfigError
     from visionflows.wavelet import get_preset
-    from visionflows.wavelet.train import level_run_dir, train_all_levels, train_level
+    from visionflows.wavelet.train import level_run_dir, train_level
 
     preset = get_preset(args.preset)
     root = Path(args.run_dir or f"runs/wavelet-{preset.name}")
     overrides = {"channels": args.channels} if args.channels else {}
     if args.level == "all":
-        extra = []
-        for flag, val in (("--batch-size", args.batch_size), ("--lr", args.lr), ("--warmup", args.warmup),
-                          ("--seed", args.seed), ("--amp", args.amp), ("--channels", args.channels),
-                          ("--checkpoint-every", args.checkpoint_every), ("--on-error", args.on_error),
-                          ("--max-minutes", args.max_minutes)):
-            if val is not None:
-                extra += [flag, str(val)]
-        extra += [f for f, on in (("--compile", args.compile), ("--resume", args.resume),
-                                  ("--overwrite", args.overwrite)) if on]
-        codes = train_all_levels(preset.name, root, args.parallel, data=args.data, steps=args.steps,
-                                 extra_args=extra, threads=args.threads, log=lambda m: print(m, flush=True))
-        print(f"trained levels {sorted(codes)} into {root}")
-        return 0
+        return _train_all(args, preset, root, overrides)
     try:
         level = int(args.level)
     except ValueError:
@@ -129,6 +122,24 @@ def _train(args: argparse.Namespace) -> int:
     if ev:
         msg += f", held-out {ev.get('bpd', float('nan')):.4f} bits/dim (contribution {ev.get('contrib_bpd', 0):.4f})"
     print(msg)
+    return 0
+
+
+def _train_all(args: argparse.Namespace, preset, root: Path, overrides: dict) -> int:
+    """``--level all``: every level on long-lived library workers (:func:`visionflows.wavelet.train_all_levels`)."""
+    from visionflows.wavelet.train import train_all_levels
+
+    outcomes = train_all_levels(
+        preset.name, root, parallel=args.parallel, data=args.data, steps=args.steps, max_minutes=args.max_minutes,
+        threads=args.threads, log=lambda m: print(m, flush=True), batch_size=args.batch_size, lr=args.lr,
+        warmup_steps=args.warmup, seed=args.seed, resume=args.resume, overwrite=args.overwrite, amp=args.amp,
+        compile=bool(args.compile), checkpoint_every=args.checkpoint_every, on_error=args.on_error, **overrides,
+    )
+    wall = max((o.started_s + o.wall_s for o in outcomes.values()), default=0.0)
+    total = sum(o.eval.get("contrib_bpd", float("nan")) for o in outcomes.values())
+    print(f"trained levels {sorted(outcomes)} into {root} in {wall:.0f} s "
+          f"(steps {', '.join(f'{lv}: {o.step}' for lv, o in outcomes.items())}); "
+          f"held-out bits/dim (sum of level contributions) {total:.4f}")
     return 0
 
 

@@ -237,6 +237,7 @@ def train_all_levels(
     device: str = "auto",
     on_error: str = "skip",
     tensorboard: bool = True,
+    train_overrides: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> dict[int, LevelOutcome]:
     """Train every level of ``preset`` into ``run_root/level_L`` on ``parallel`` long-lived workers.
@@ -245,8 +246,10 @@ def train_all_levels(
     (default: the preset's ``max_steps``). ``max_minutes``: wall-clock budget of the whole call, shared over the
     levels by cost (each level still stops at ``steps``). ``threads``: torch threads per worker (default: the
     usable CPUs divided by the workers). ``resume`` continues every level from its newest checkpoint; the other
-    keyword arguments are :func:`~visionflows.wavelet.train.train_level`'s. Per-level logs go to
-    ``run_root/logs/level_L.log``, the schedule and measured step times to ``run_root/logs/schedule.json``.
+    keyword arguments are :func:`~visionflows.wavelet.train.train_level`'s (``train_overrides``: further
+    :class:`~visionflows.training.TrainConfig` settings for every level, e.g. ``grad_clip``, ``ema_decay``).
+    Per-level logs go to ``run_root/logs/level_L.log``, the schedule and measured step times to
+    ``run_root/logs/schedule.json``.
 
     Returns ``{level: LevelOutcome}``. Raises the level's own error class (e.g. :class:`ConfigError`) when every
     failed level failed with the same user error, else :class:`VisionflowsError` naming the failed levels.
@@ -265,13 +268,21 @@ def train_all_levels(
         if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
             raise ConfigError(f"{name} must be a whole number >= 1, got {val!r}.", f"pass e.g. --{name} 2.")
     root = Path(run_root)
+    from visionflows.training import find_checkpoints
+    from visionflows.training.rundir import check_resume_flags, check_run_dir
+    from visionflows.validation import check_output_dir
     from visionflows.wavelet.train import level_run_dir
 
-    busy = [str(level_run_dir(root, lv)) for lv in todo
-            if level_run_dir(root, lv).is_dir() and any(level_run_dir(root, lv).iterdir())]
-    if busy and not (resume or overwrite):
-        raise ConfigError(f"level run dir(s) {', '.join(busy)} are not empty.",
-                          "pass --resume to continue them, --overwrite to start again, or choose another --run-dir.")
+    check_resume_flags(resume, overwrite)
+    check_output_dir(root, "--run-dir")
+    # resume: every level that has a checkpoint continues from it, the others start; each level dir is checked
+    # (content, lock) before any work, so a bad --run-dir / --resume fails at once and for all levels together
+    resumes = {lv: bool(resume and find_checkpoints(level_run_dir(root, lv))) for lv in todo}
+    if resume and not any(resumes.values()):
+        raise ConfigError(f"cannot resume {root}: none of its level dirs (level_0 … level_{n}) holds a checkpoint.",
+                          "drop --resume to start a new run there, or give the --run-dir of the run to continue.")
+    for lv in todo:
+        check_run_dir(level_run_dir(root, lv), resumes[lv], overwrite)
     (root / "logs").mkdir(parents=True, exist_ok=True)
 
     gpus = torch.cuda.device_count() if device in ("auto", "cuda") and torch.cuda.is_available() else 0
@@ -289,10 +300,10 @@ def train_all_levels(
         run_dir = level_run_dir(root, lv)
         jobs[lv] = LevelJob(
             lv, str(run_dir), p.name, dict(overrides), None if data is None else str(data), on_error, target,
-            batch_size, lr, warmup_steps, seed, resume, overwrite, amp, compile, checkpoint_every, device,
-            nthreads, None, tensorboard, str(root / "logs" / f"level_{lv}.log"),
+            batch_size, lr, warmup_steps, seed, resumes[lv], overwrite, amp, compile, checkpoint_every, device,
+            nthreads, None, tensorboard, str(root / "logs" / f"level_{lv}.log"), dict(train_overrides or {}),
         )
-        done = current_step(run_dir) if resume else 0
+        done = current_step(run_dir) if resumes[lv] else 0
         per_step = _measured_step_seconds(previous, lv, nthreads, devices[0], batch_size or p.batch_size)
         if per_step is None:
             per_step = estimate_step_seconds(p, lv, batch_size, devices[0], nthreads)

@@ -58,6 +58,7 @@ class LevelJob:
     max_minutes: float | None = None
     tensorboard: bool = True
     log: str | None = None
+    train_overrides: dict[str, Any] = field(default_factory=dict)
 
     def describe_budget(self) -> str:
         return f", {self.max_minutes * 60:.1f} s" if self.max_minutes is not None else f", {self.steps} steps"
@@ -132,7 +133,7 @@ def run_job(job: LevelJob, pools: dict | None = None, worker: int = 0) -> LevelO
             lr=job.lr, warmup_steps=job.warmup_steps, seed=job.seed, resume=job.resume, overwrite=job.overwrite,
             amp=job.amp, compile=job.compile, num_threads=job.num_threads, progress=False,
             checkpoint_every=job.checkpoint_every, device=job.device, tensorboard=job.tensorboard,
-            max_minutes=job.max_minutes, **job.overrides,
+            max_minutes=job.max_minutes, train_overrides=job.train_overrides, **job.overrides,
         )
         out.ok, out.step, out.eval = True, int(res.step), {k: float(v) for k, v in res.eval_metrics.items()}
     except Exception as err:  # reported to the parent; the traceback goes to the log
