@@ -9,9 +9,10 @@ counted in the wall time) on ``open_images("builtin", R, 3, "test").eval_images`
 
 * ``wf_sequential``: the levels of ``--preset`` one after the other in this process, each ``1/(n+1)`` of the
   round (``--threads`` torch threads);
-* ``wf_parallel``: the levels as separate processes (``visionflows wavelet train --level L``), ``--parallel`` at a
-  time with ``cores/parallel`` threads each; a round is split evenly into ``ceil((n+1)/parallel)`` waves (the
-  per-process start-up — Python, torch, data — is inside the measured time);
+* ``wf_parallel``: :func:`~visionflows.wavelet.train.train_all_levels` with ``--parallel`` workers (this process
+  and long-lived worker processes, ``cores/parallel`` threads each), the round being its ``max_minutes``: levels
+  longest first, time split by cost, all workers ending together (a worker's start-up, paid once per round, is
+  inside the measured time);
 * ``glow``: :class:`~visionflows.glow.Glow` with ``--glow-levels/--glow-steps/--glow-width`` chosen so
   its parameter count is close to the Wavelet Flow's (default L=3, K=8, W=104: 1.24 M vs cpu_32's 1.25 M).
 
@@ -111,18 +112,13 @@ def run_wf_sequential(args, root: Path, test: torch.Tensor) -> dict:
 def run_wf_parallel(args, root: Path, test: torch.Tensor) -> dict:
     p = get_preset(args.preset)
     n_lv = len(p.steps)
-    waves = math.ceil(n_lv / args.parallel)
-    budget = _Budget(args.minutes * 60.0 / args.points, waves, args.startup_s)
     threads = max(1, len(os.sched_getaffinity(0)) // args.parallel)
     curve, wall = [], 0.0
     for rnd in range(args.points):
         t0 = time.perf_counter()
-        per_level = budget.minutes()
-        extra = ["--resume", "--max-minutes", f"{per_level:.6f}", "--checkpoint-every", str(BIG), "--batch-size",
-                 str(args.batch), "--warmup", str(args.warmup)]
-        train_all_levels(p.name, root, parallel=args.parallel, data="builtin", steps=BIG, extra_args=extra,
-                         threads=threads)
-        budget.update(time.perf_counter() - t0, per_level)
+        train_all_levels(p.name, root, parallel=args.parallel, data="builtin", steps=BIG, resume=rnd > 0,
+                         max_minutes=args.minutes / args.points, checkpoint_every=BIG, batch_size=args.batch,
+                         warmup_steps=args.warmup, threads=threads, tensorboard=False)
         wall += time.perf_counter() - t0
         bpd = eval_wavelet(root, test)
         steps = [_steps(level_run_dir(root, lv)) for lv in range(n_lv)]
@@ -218,10 +214,9 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=5, help="evaluations (rounds) per method")
     ap.add_argument("--preset", default="cpu_32")
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the single-process runs")
-    ap.add_argument("--parallel", type=int, default=2, help="level processes at a time")
+    ap.add_argument("--parallel", type=int, default=2, help="level workers of wf_parallel")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--startup-s", type=float, default=8.0, help="first guess of a level process's start-up cost")
     ap.add_argument("--glow-levels", type=int, default=3)
     ap.add_argument("--glow-steps", type=int, default=8)
     ap.add_argument("--glow-width", type=int, default=104)
