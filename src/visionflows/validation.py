@@ -278,12 +278,16 @@ def check_model_file(
 
 
 # ------------------------------------------------------------------------------------------------ paths
+def _a(what: str) -> str:
+    return f"an {what}" if what[:1].lower() in "aeio" else f"a {what}"
+
+
 def check_input_file(path: str | os.PathLike, flag: str, what: str = "file", fix: str | None = None,
                      error: type[VisionflowsError] = InputError) -> Path:
     """``path`` if it is an existing file (a folder or a missing path is an ``error`` saying which)."""
     p = Path(path)
     if p.is_dir():
-        raise error(f"{flag} {p} is a folder, not a {what}.", fix or f"give the path of a {what}.")
+        raise error(f"{flag} {p} is a folder, not {_a(what)}.", fix or f"give the path of {_a(what)}.")
     if not p.exists():
         raise error(f"{flag} {p} does not exist.", fix or f"check the path of the {what}.")
     if not os.access(p, os.R_OK):
@@ -296,7 +300,7 @@ def check_input_dir(path: str | os.PathLike, flag: str, what: str = "folder", fi
     """``path`` if it is an existing folder (a file or a missing path is an ``error`` saying which)."""
     p = Path(path)
     if p.exists() and not p.is_dir():
-        raise error(f"{flag} {p} is a file, not a {what}.", fix or f"give the path of a {what}.")
+        raise error(f"{flag} {p} is a file, not {_a(what)}.", fix or f"give the path of {_a(what)}.")
     if not p.exists():
         raise error(f"{flag} {p} does not exist.", fix or f"check the path of the {what}.")
     return p
@@ -309,28 +313,39 @@ def _name_max(existing: Path) -> int:
         return 255
 
 
+def _exists(q: Path) -> bool:
+    try:
+        os.stat(q)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _nearest_existing(p: Path) -> Path:
     q = p.absolute()
-    while not q.exists() and q != q.parent:
+    while not _exists(q) and q != q.parent:
         q = q.parent
     return q
 
 
-def _check_location(p: Path, flag: str, is_dir: bool) -> None:
-    """The names along ``p`` fit the file system and the nearest existing folder (``p`` itself for a folder, else
-    its parent or their nearest existing ancestor) is writable."""
-    anchor = _nearest_existing(p if is_dir else p.parent)
-    if not anchor.is_dir():
-        raise OutputError(f"cannot write {flag} {p}: {anchor} is a file, not a folder.",
-                          "choose an output location whose parent folders are folders.")
-    limit = _name_max(anchor)
+def _check_names(p: Path, flag: str) -> None:
+    """Every name along ``p`` fits the file system (checked first: stat() of a too-long name fails)."""
+    limit = _name_max(_nearest_existing(p))
     for part in p.parts:
         n = len(os.fsencode(part))
         if n > limit:
             short = part if len(part) <= 40 else part[:20] + "…" + part[-12:]
-            raise OutputError(f"cannot write {flag} {p.name[:40]}…: the name {short!r} is {n} bytes long; this "
-                              f"file system allows {limit}.",
-                              "choose a shorter file or folder name.")
+            raise OutputError(f"cannot write {flag}: the name {short!r} is {n} bytes long; this file system allows "
+                              f"{limit}.", "choose a shorter file or folder name.")
+
+
+def _check_location(p: Path, flag: str, is_dir: bool) -> None:
+    """The nearest existing folder (``p`` itself for a folder, else its parent, or their nearest existing
+    ancestor) is a writable folder."""
+    anchor = _nearest_existing(p if is_dir else p.parent)
+    if not anchor.is_dir():
+        raise OutputError(f"cannot write {flag} {p}: {anchor} is a file, not a folder.",
+                          "choose an output location whose parent folders are folders.")
     if not os.access(anchor, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {flag} {p}: the folder {anchor} is not writable.",
                           "choose a writable output location.")
@@ -341,6 +356,7 @@ def check_output_file(path: str | os.PathLike, flag: str, suffixes: Collection[s
 
     Creates nothing (nothing is left behind when a later check fails)."""
     p = Path(path)
+    _check_names(p, flag)
     if p.is_dir():
         raise OutputError(f"{flag} {p} is an existing folder; a file name is needed.",
                           f"give a file path, e.g. {p / ('output' + (next(iter(suffixes)) if suffixes else ''))}.")
@@ -354,6 +370,7 @@ def check_output_file(path: str | os.PathLike, flag: str, suffixes: Collection[s
 def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
     """``path`` if a folder can be created or written there: not an existing file, names short, writable."""
     p = Path(path)
+    _check_names(p, flag)
     if p.exists() and not p.is_dir():
         raise OutputError(f"{flag} {p} is an existing file, not a folder.", "choose a folder path (new or existing).")
     _check_location(p, flag, is_dir=True)

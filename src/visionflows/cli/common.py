@@ -30,7 +30,7 @@ def device_arg(text: str) -> str:
     from visionflows.errors import VisionflowsError
 
     try:
-        return check_device(text, "--device")
+        return check_device(text, "device")
     except VisionflowsError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 

@@ -41,6 +41,12 @@ class ArgumentParser(argparse.ArgumentParser):
         print(f"visionflows: error: {_usage_message(message, self.prog)}", file=sys.stderr)
         self.exit(2)
 
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001
+        namespace, extras = super().parse_known_args(args, namespace)
+        if not hasattr(namespace, "_command_prog"):  # the innermost sub-command parser finishes first
+            namespace._command_prog = self.prog
+        return namespace, extras
+
 
 def _usage_message(message: str, prog: str) -> str:
     message = " ".join(message.split())
@@ -105,20 +111,30 @@ def _emit(caught: list[warnings.WarningMessage]) -> None:
     sys.stderr.flush()
 
 
+def _parse(parser: ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        prog = getattr(args, "_command_prog", parser.prog)
+        parser.exit(2, f"visionflows: error: unrecognized arguments: {' '.join(extras)}. Fix: remove them; "
+                       f"`{prog} --help` lists its options.\n")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help / --version exit 0 (re-raised); usage errors return 2
-        if exc.code in (0, None):
-            raise
-        return int(exc.code) if isinstance(exc.code, int) else 2
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0 if args.command is None else 2
     code: int
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        try:
+            args = _parse(parser, argv)
+        except SystemExit as exc:  # --help / --version exit 0 (re-raised); usage errors return 2
+            if exc.code in (0, None):
+                raise
+            _emit(caught)
+            return int(exc.code) if isinstance(exc.code, int) else 2
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0 if args.command is None else 2
         try:
             code = int(args.func(args) or 0)
         except VisionflowsError as err:

@@ -242,8 +242,8 @@ def check_run_dir(run_dir: str | os.PathLike, resume: bool = False, overwrite: b
 
     path = Path(run_dir)
     check_resume_flags(resume, overwrite)
-    _missing(path, resume)
     check_output_dir(path, "--run-dir")
+    _missing(path, resume)
     if not path.is_dir():
         return
     _decide(path, _entries(path), resume, overwrite)

@@ -279,7 +279,7 @@ def _check_loss(loss: Tensor, step: int) -> None:
         raise InputError(f"task.loss must return a scalar, got shape {tuple(loss.shape)}.")
     if not torch.isfinite(loss.detach()):
         raise VisionflowsError(
-            f"the loss became {float(loss)} at step {step}.",
+            f"the loss became {float(loss.detach())} at step {step}.",
             "check the data for NaN/Inf, or lower the learning rate / add warm-up or gradient clipping; then rerun "
             "(with --resume to continue from the last checkpoint, if there is one).",
         )

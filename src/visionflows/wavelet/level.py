@@ -132,6 +132,7 @@ class WaveletLevel(FlowModel):
         self.preset = preset
         self.data_channels, self.cond_channels = c, q
         self.haar = HaarStep(compensate=True)
+        self.last_anneal_stats = None  # LevelAnnealStats of the last annealed sample_data call
 
     def model_config(self) -> dict[str, Any]:
         return {
@@ -172,11 +173,16 @@ class WaveletLevel(FlowModel):
 
     @torch.no_grad()
     def sample(self, num_samples: int | Any = None, context: Any = None, *, temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> Tensor:
-        """The level's coefficients: ``I_0`` for ``num_samples`` (level 0) or ``D_{L−1}`` given ``context``."""
+               generator: torch.Generator | None = None, anneal: Any = None) -> Tensor:
+        """The level's coefficients: ``I_0`` for ``num_samples`` (level 0) or ``D_{L−1}`` given ``context``.
+
+        ``anneal`` (an :class:`~visionflows.wavelet.anneal.AnnealConfig`, ``True`` or ``"official"``): sample
+        ``p^γ`` (``γ = 1/T²``) by MCMC in the latent space instead of scaling the latent by ``T``; the sampler's
+        statistics are left in ``self.last_anneal_stats``.
+        """
         num_samples, context = split_sample_args(num_samples, context)
-        self.prepare_context(context)
-        return self.sample_data(context, num_samples, temperature, generator)
+        context = self.prepare_context(context)
+        return self.sample_data(context, num_samples, temperature, generator, anneal=anneal)
 
     def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None,
                        side: int | None = None) -> tuple[Tensor, Tensor | None]:
@@ -249,6 +255,32 @@ class WaveletLevel(FlowModel):
         return self.log_prob_level(images, generator)
 
     # -- sampling ----------------------------------------------------------------------------------------
+    def latent_map(self, cond: Tensor | None = None):
+        """``ε ↦ (x, log|det ∂x/∂ε|)``: the level's inverse flow from its standard-normal latent ``ε`` (through
+        the learned diagonal Gaussian where the level has one), given ``cond``; differentiable in ``ε``.
+        ``f(ε, rows)`` uses ``cond[rows]`` (for samplers that run one chain at a time)."""
+
+        def f(eps: Tensor, rows: slice | None = None) -> tuple[Tensor, Tensor]:
+            c = cond if rows is None or cond is None else cond[rows]
+            z, ld0 = eps, None
+            if isinstance(self.prior, DiagonalGaussian):
+                ls = self.prior.log_scale.view(1, -1, 1, 1)
+                z = self.prior.loc.view(1, -1, 1, 1) + ls.exp() * eps
+                ld0 = ls.expand_as(eps).flatten(1).sum(1)
+            x, ld = self.transform.inverse(z, c)
+            return x, ld if ld0 is None else ld + ld0
+
+        return f
+
+    def _sample_shape(self, cond: Tensor | None, num_samples: int | None) -> tuple[int, int, int, int]:
+        if self.level == 0:
+            b, side = int(num_samples or 1), 1
+        else:
+            if cond is None:
+                raise InputError(f"level {self.level} needs the low-pass I_{self.level - 1} as cond to sample.")
+            b, side = cond.shape[0], cond.shape[-1]
+        return (b, self.data_channels, side, side)
+
     @torch.no_grad()
     def sample_data(
         self,
@@ -256,16 +288,24 @@ class WaveletLevel(FlowModel):
         num_samples: int | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        anneal: Any = None,
     ) -> Tensor:
-        """Sample the level's coefficients: ``I_0`` ``[n, C, 1, 1]`` (level 0) or ``D_{L−1}`` given ``cond``."""
+        """Sample the level's coefficients: ``I_0`` ``[n, C, 1, 1]`` (level 0) or ``D_{L−1}`` given ``cond``.
+
+        Direct: ``x = f⁻¹(T·ε)``. With ``anneal`` (see :meth:`sample`): MCMC on ``p^γ``, ``γ = 1/T²``
+        (:func:`~visionflows.wavelet.anneal.anneal_latent`); its statistics go to ``self.last_anneal_stats``.
+        """
+        from visionflows.wavelet.anneal import anneal_latent, as_anneal_config, check_temperature
+
+        config = as_anneal_config(anneal)
+        temperature = check_temperature(temperature, anneal=config is not None)
         ref = self._ref()
-        if self.level == 0:
-            b, side = int(num_samples or 1), 1
-        else:
-            if cond is None:
-                raise InputError(f"level {self.level} needs the low-pass I_{self.level - 1} as cond to sample.")
-            b, side = cond.shape[0], cond.shape[-1]
-        shape = (b, self.data_channels, side, side)
+        shape = self._sample_shape(cond, num_samples)
+        if config is not None:
+            _, x, stats = anneal_latent(self.latent_map(cond), shape, temperature, config, generator, ref,
+                                        level=self.level)
+            self.last_anneal_stats = stats
+            return x
         eps = torch.randn(shape, generator=generator, dtype=torch.float32).to(ref.device, ref.dtype)
         if isinstance(self.prior, DiagonalGaussian):
             z = eps * temperature
@@ -277,10 +317,10 @@ class WaveletLevel(FlowModel):
     @torch.no_grad()
     def sample_next(
         self, i_prev: Tensor | None, num_samples: int | None = None, temperature: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, anneal: Any = None,
     ) -> Tensor:
-        """One coarse-to-fine step: ``I_{L−1} → I_L`` (level 0: sample ``I_0``)."""
-        data = self.sample_data(i_prev, num_samples, temperature, generator)
+        """One coarse-to-fine step: ``I_{L−1} → I_L`` (level 0: sample ``I_0``); ``anneal`` as in :meth:`sample`."""
+        data = self.sample_data(i_prev, num_samples, temperature, generator, anneal=anneal)
         if self.level == 0:
             return data
         return self.haar.merge(i_prev, data)[0]

@@ -129,6 +129,7 @@ class WaveletFlow(FlowModel):
         self.res_blocks, self.flip, self.name = int(res_blocks), bool(flip), name
         self.haar = HaarStep(compensate=True)
         self.level_sources: dict[int, str] = {}
+        self.last_anneal_stats = None  # AnnealStats of the last annealed sample / super_resolve call
 
     # -- config ---------------------------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
@@ -247,15 +248,38 @@ class WaveletFlow(FlowModel):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         resolution: int | None = None,
+        anneal: Any = None,
     ) -> Tensor:
         """``[n, C, r, r]`` float pixels in [0, 255] sampled coarse to fine, level by level (``r``: ``resolution``,
-        default the model's). The same draws as the last entry of :meth:`sample_pyramid`."""
+        default the model's). The same draws as the last entry of :meth:`sample_pyramid`.
+
+        ``anneal``: ``None`` (direct sampling, latents scaled by ``temperature``) or an
+        :class:`~visionflows.wavelet.anneal.AnnealConfig` (``True``: defaults, ``"official"``: the official NUTS
+        settings): every level samples ``p^γ``, ``γ = 1/T²``, by MCMC given the already sampled coarser image;
+        the sampler's acceptance rates, step sizes and timings are left in ``self.last_anneal_stats``.
+        """
         if isinstance(context, int):  # sample(n, resolution) of earlier versions
             context, resolution = None, context
         self.prepare_context(context)
         if num_samples is None:
             raise InputError("WaveletFlow.sample needs num_samples.", "call model.sample(n).")
-        return self.sample_pyramid(int(num_samples), resolution, temperature, generator)[-1]
+        return self.sample_pyramid(int(num_samples), resolution, temperature, generator, anneal=anneal)[-1]
+
+    def _anneal_setup(self, temperature: float, anneal: Any, images: int):
+        from visionflows.wavelet.anneal import AnnealStats, as_anneal_config, check_temperature
+
+        config = as_anneal_config(anneal)
+        t = check_temperature(temperature, anneal=config is not None)
+        stats = None if config is None else AnnealStats(t, 1.0 / (t * t), config, int(images))
+        self.last_anneal_stats = stats
+        return config, t, stats
+
+    def _next(self, lv: int, i: Tensor | None, n: int | None, t: float, generator, config, stats) -> Tensor:
+        level = self.levels[lv]
+        out = level.sample_next(i, n, t, generator, anneal=config)
+        if stats is not None:
+            stats.levels.append(level.last_anneal_stats)
+        return out
 
     @torch.no_grad()
     def sample_pyramid(
@@ -264,23 +288,49 @@ class WaveletFlow(FlowModel):
         resolution: int | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        anneal: Any = None,
     ) -> list[Tensor]:
         """Sample ``n`` images coarse to fine; returns ``[I_0, I_1, …]`` as float pixels in [0, 255].
 
         The list holds one ``[n, C, 2^L, 2^L]`` tensor per resolution ``1, 2, 4, …, resolution`` (default the
-        model's). One scalar ``temperature`` for every level; ``temperature=0`` is deterministic.
+        model's). One scalar ``temperature`` for every level; ``temperature=0`` is deterministic. ``anneal``: see
+        :meth:`sample`.
         """
         res = self.resolution if resolution is None else int(resolution)
         top = n_levels_for(res, "sample resolution")
         if top > self.n_levels:
-            raise InputError(f"sample resolution {res} exceeds the model's {self.resolution}.")
+            raise InputError(f"sample resolution {res} exceeds the model's {self.resolution}.",
+                             f"use a resolution ≤ {self.resolution}.")
+        config, t, stats = self._anneal_setup(temperature, anneal, n)
         self.require_levels(range(top + 1))
-        i = self.levels[0].sample_next(None, int(n), temperature, generator)
+        i = self._next(0, None, int(n), t, generator, config, stats)
         out = [to_pixels(i)]
         for lv in range(1, top + 1):
-            i = self.levels[lv].sample_next(i, None, temperature, generator)
+            i = self._next(lv, i, None, t, generator, config, stats)
             out.append(to_pixels(i))
         return out
+
+    def check_superres_factor(self, factor: Any, low_side: int | None = None) -> int:
+        """The number of levels a super-resolution by ``factor`` samples; :class:`InputError` unless ``factor`` is
+        a power of two ≥ 2 within the model's levels (from ``low_side`` if given, else from 1×1)."""
+        try:
+            f = int(factor)
+        except (TypeError, ValueError):
+            f = -1
+        if isinstance(factor, bool) or f != factor or f < 2 or f & (f - 1):
+            raise InputError(f"super-resolution factor {factor!r} is not a power of two ≥ 2.",
+                             "use --factor 2, 4, 8, … (each factor of 2 is one Wavelet Flow level).")
+        steps = int(round(math.log2(f)))
+        base = 0 if low_side is None else n_levels_for(int(low_side), "low-res image")
+        if base + steps > self.n_levels:
+            most = 2 ** (self.n_levels - base)
+            raise InputError(
+                f"super-resolution factor {f} needs {steps} detail levels above the {2**base}×{2**base} input, but "
+                f"this {self.resolution}×{self.resolution} model has {self.n_levels - base} "
+                f"({2**base * f} > {self.resolution}).",
+                f"use a factor ≤ {most}" + (" or a smaller low-res input." if low_side else "."),
+            )
+        return steps
 
     @torch.no_grad()
     def super_resolve(
@@ -290,29 +340,38 @@ class WaveletFlow(FlowModel):
         temperature: float = 1.0,
         n_samples: int = 1,
         generator: torch.Generator | None = None,
+        anneal: Any = None,
+        reduce: str | None = None,
     ) -> Tensor:
         """Sample the missing detail levels of real low-resolution images.
 
         ``low_res``: uint8 / float-in-[0, 255] ``[B, C, s, s]`` with ``s = 2^b`` and ``s·factor ≤ resolution``;
         it is used as ``I_b`` at the bin centres (``(k + 0.5)/256 − 0.5``, no noise). Returns float pixels in
         [0, 255], ``[B, n_samples, C, s·factor, s·factor]``.
+
+        * ``temperature=0``: the deterministic mode of the latent (every level's ``z = 0``);
+        * ``reduce="mean"``: the mean of the ``n_samples`` samples (an estimate of the conditional mean, the
+          minimum-MSE prediction), returned as ``[B, 1, C, s·f, s·f]``;
+        * ``anneal``: every sampled level by MCMC on ``p^γ`` (see :meth:`sample`).
         """
         check_images(low_res, self.channels, None, "low-res images")
         s = low_res.shape[-1]
+        steps = self.check_superres_factor(factor, s)
         b = n_levels_for(s, "low-res image")
-        steps = n_levels_for(int(factor), "super-resolution factor")
-        if b + steps > self.n_levels:
-            raise InputError(
-                f"{s}×{s} × factor {factor} = {s * factor} exceeds the model's resolution {self.resolution}.",
-                f"use a factor ≤ {self.resolution // s}.",
-            )
+        if reduce not in (None, "mean"):
+            raise InputError(f"reduce must be None or 'mean', got {reduce!r}.")
+        if isinstance(n_samples, bool) or int(n_samples) != n_samples or int(n_samples) < 1:
+            raise InputError(f"n_samples must be an integer ≥ 1, got {n_samples!r}.")
+        bsz = low_res.shape[0]
+        config, t, stats = self._anneal_setup(temperature, anneal, bsz * int(n_samples))
         self.require_levels(range(b + 1, b + steps + 1))
         x = dequantize(low_res.to(self._ref().device), noise=False).to(self._ref().dtype)
-        bsz = x.shape[0]
         i = x.repeat_interleave(int(n_samples), dim=0)
         for lv in range(b + 1, b + steps + 1):
-            i = self.levels[lv].sample_next(i, None, temperature, generator)
-        return to_pixels(i).reshape(bsz, int(n_samples), self.channels, s * factor, s * factor)
+            i = self._next(lv, i, None, t, generator, config, stats)
+        side = s * int(factor)
+        out = to_pixels(i).reshape(bsz, int(n_samples), self.channels, side, side)
+        return out.mean(dim=1, keepdim=True) if reduce == "mean" else out
 
     def pyramid(self) -> PyramidTransform:
         """The bijective part ``x → (z_0, …, z_n)`` as a stand-alone :class:`PyramidTransform` (registers the
