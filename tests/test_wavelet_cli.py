@@ -120,9 +120,9 @@ def test_train_errors_exit_2(tmp_path, capsys):
     assert "bad.png" in capsys.readouterr().err
     with pytest.warns(UserWarning, match="bad.png"):
         assert main(args) == 0
-    with pytest.warns(UserWarning, match="bad.png"):
-        assert main(args) == 2  # run dir not empty without --resume/--overwrite
-    assert "not empty" in capsys.readouterr().err
+    assert main(args) == 2  # run dir not empty without --resume/--overwrite: refused before the data are read
+    err = capsys.readouterr().err
+    assert "not empty" in err and "bad.png" not in err
     assert main(["wavelet", "train", "--preset", "tiny_8", "--level", "9", "--run-dir", str(tmp_path / "q")]) == 2
     npz = tmp_path / "x.npz"
     np.savez(npz, data=np.zeros((2, 3 * 16 * 16), dtype=np.uint8))
@@ -193,10 +193,11 @@ def test_single_level_dirs_resolve_and_unknown_layouts_fail_clearly(trained, tmp
 def test_train_all_levels_cli_shared_flags_resume_and_refusal(trained, tmp_path, capsys):
     run = tmp_path / "all"
     base = ["wavelet", "train", "--preset", "tiny_8", "--level", "all", "--parallel", "2", "--data",
-            str(trained / "imgs"), "--run-dir", str(run), "--batch-size", "4", "--threads", "1"]
+            str(trained / "imgs"), "--run-dir", str(run), "--batch-size", "4", "--threads", "1", "--grad-clip", "1"]
     assert main(base + ["--steps", "3"]) == 0
     out = capsys.readouterr().out
     assert "trained levels [0, 1, 2, 3]" in out and out.count(": done (step 0 → 3") == 4
+    assert json.loads((run / "level_1" / "config.json").read_text())["train"]["grad_clip"] == 1.0
     assert main(base + ["--steps", "4"]) == 2  # a run is there: --resume or --overwrite
     assert "--resume" in capsys.readouterr().err
     assert main(base + ["--steps", "4", "--resume"]) == 0

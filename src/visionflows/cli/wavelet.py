@@ -7,7 +7,49 @@ import json
 import sys
 from pathlib import Path
 
+from visionflows.cli.common import (
+    add_trainer_args,
+    check_image_data,
+    check_train_args,
+    trainer_config,
+    trainer_settings,
+)
+from visionflows.errors import CheckpointError, ConfigError
+from visionflows.validation import (
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    TEMPERATURE,
+    check_finite_weights,
+    check_input_dir,
+    check_input_file,
+    check_model_file,
+    check_output_dir,
+    check_output_file,
+    number_arg,
+)
+
 __all__ = ["register"]
+
+_INT1 = number_arg(POSITIVE_INT)
+_INT0 = number_arg(NON_NEGATIVE_INT)
+
+
+def _level_arg(text: str) -> int | str:
+    """``--level``: a level index (integer >= 0) or ``all``."""
+    if text == "all":
+        return text
+    try:
+        return _INT0(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a level index (an integer >= 0) or 'all', got {text!r}") from None
+
+
+def _factor_arg(text: str) -> int:
+    """``--factor``: a power of two >= 2."""
+    v = _INT1(text)
+    if v < 2 or v & (v - 1):
+        raise argparse.ArgumentTypeError(f"must be a power of two >= 2 (2, 4, 8, ...), got {text}")
+    return v
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,29 +58,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     t = sub.add_parser("train", help="train one level (or all levels, in parallel processes)")
     t.add_argument("--preset", required=True, help="preset name (see `visionflows wavelet presets`)")
-    t.add_argument("--level", required=True, help="level index L, or 'all'")
-    t.add_argument("--parallel", type=int, default=None,
+    t.add_argument("--level", required=True, type=_level_arg, help="level index L, or 'all'")
+    t.add_argument("--parallel", type=_INT1, default=None,
                    help="with --level all: worker processes training levels at a time (default: one per GPU when "
                         "there are several, else 1)")
     t.add_argument("--data", default=None, help="image folder, ImageNet .npz, or 'builtin' (default)")
-    t.add_argument("--run-dir", default=None, help="run root; level L goes to RUN_DIR/level_L")
-    t.add_argument("--steps", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default: the preset's)")
-    t.add_argument("--seed", type=int, default=0, help="base seed (level L uses seed + L)")
-    t.add_argument("--channels", type=int, default=None, help="override the preset's colour channels")
-    t.add_argument("--amp", choices=["bf16", "fp16"], default=None)
-    t.add_argument("--compile", action="store_true")
-    t.add_argument("--resume", action="store_true")
-    t.add_argument("--overwrite", action="store_true")
-    t.add_argument("--threads", type=int, default=None, help="torch threads per level job")
-    t.add_argument("--checkpoint-every", type=int, default=None)
-    t.add_argument("--max-minutes", type=float, default=None,
-                   help="stop (with a checkpoint) after this wall time; with --level all: the whole run's budget, "
-                        "shared over the levels by their cost")
+    t.add_argument("--channels", type=int, choices=[1, 3], default=None, help="override the preset's colour channels")
     t.add_argument("--on-error", choices=["skip", "stop"], default="skip", help="corrupt images: warn+skip or stop")
-    t.add_argument("--no-progress", action="store_true")
+    add_trainer_args(t, steps="the preset's max_steps", lr="the preset's", batch_size="the preset's",
+                     warmup_steps="the preset's", run_dir_required=False,
+                     run_dir_help="run root, level L goes to RUN_DIR/level_L (default runs/wavelet-PRESET)",
+                     seed_help="base seed (level L uses seed + L; default 0)", legacy_warmup=True)
+    for action in t._actions:  # the wavelet meaning of two shared flags
+        if action.option_strings == ["--threads"]:
+            action.help = "torch threads per level job (>= 1)"
+        if action.option_strings == ["--max-minutes"]:
+            action.help = ("stop (with a checkpoint) after this wall time; with --level all: the whole run's budget, "
+                           "shared over the levels by their cost")
     t.set_defaults(func=_train)
 
     for name, help_ in (("eval", "bits/dim per level and total"), ("sample", "sample PNG grids per resolution"),
@@ -48,24 +84,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         src.add_argument("--run-dir", help="a wavelet run root, its levels/ folder, one level's run dir, or the "
                                            "run dir of `visionflows demo` (newest checkpoint of each level)")
         src.add_argument("--model", help="a saved full Wavelet Flow model file")
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--seed", type=_INT0, default=0)
         if name == "eval":
             q.add_argument("--data", default=None, help="image folder, ImageNet .npz, or 'builtin' (held-out photos)")
-            q.add_argument("--max-images", type=int, default=256)
-            q.add_argument("--batch-size", type=int, default=32)
+            q.add_argument("--max-images", type=_INT1, default=256)
+            q.add_argument("--batch-size", type=_INT1, default=32)
             q.add_argument("--json", default=None, help="also write the results to this JSON file")
             q.add_argument("--save-model", default=None, help="save the assembled model to this file")
             q.set_defaults(func=_eval)
         else:
             q.add_argument("--out", required=True, help="output folder")
-            q.add_argument("--temperature", type=float, default=1.0)
+            q.add_argument("--temperature", type=number_arg(TEMPERATURE), default=1.0,
+                           help="sampling temperature in [0, 10] (1 = the model)")
         if name == "sample":
-            q.add_argument("--n", type=int, default=16)
+            q.add_argument("--n", type=_INT1, default=16, help="samples per resolution")
             q.set_defaults(func=_sample)
         if name == "superres":
             q.add_argument("--image", required=True, help="ground-truth image (square, power-of-two side)")
-            q.add_argument("--factor", type=int, default=4)
-            q.add_argument("--n-samples", type=int, default=4)
+            q.add_argument("--factor", type=_factor_arg, default=4, help="a power of two >= 2, below the model's "
+                           "resolution")
+            q.add_argument("--n-samples", type=_INT1, default=4)
             q.add_argument("--center-crop", action="store_true", help="centre-crop and resize any image")
             q.set_defaults(func=_superres)
 
@@ -73,13 +111,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=_presets)
 
 
+def _check_source(args: argparse.Namespace) -> None:
+    """``--run-dir`` (an existing folder) or ``--model`` (a full Wavelet Flow file with finite weights)."""
+    if args.run_dir:
+        check_input_dir(args.run_dir, "--run-dir", "wavelet run folder", error=CheckpointError,
+                        fix="give the run root of `visionflows wavelet train` (or the demo's run dir), or a model "
+                            "file with --model.")
+    else:
+        check_model_file(args.model, "--model", families=("wavelet",),
+                         fix="pass the run root with --run-dir (levels are assembled) or a file written by `wavelet "
+                             "eval --save-model`.")
+
+
 def _load(args: argparse.Namespace, require=None):
-    from visionflows.errors import CheckpointError
     from visionflows.wavelet import WaveletFlow
     from visionflows.wavelet.train import assemble
 
+    _check_source(args)
     if args.run_dir:
-        return assemble(args.run_dir, require=require)
+        return check_finite_weights(assemble(args.run_dir, require=require), f"--run-dir {args.run_dir}")
     from visionflows.wavelet.train import load_wavelet
 
     model = load_wavelet(args.model)
@@ -92,31 +142,40 @@ def _load(args: argparse.Namespace, require=None):
     return model
 
 
+#: settings train_level takes as its own arguments (the rest go to it as ``train_overrides``)
+_LEVEL_ARGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup_steps": "warmup_steps",
+               "seed": "seed", "amp": "amp", "compile": "compile", "num_threads": "num_threads",
+               "checkpoint_every": "checkpoint_every", "device": "device", "max_minutes": "max_minutes",
+               "progress": "progress", "tensorboard": "tensorboard", "eval_every": "eval_every"}
+
+
 def _train(args: argparse.Namespace) -> int:
-    from visionflows.errors import ConfigError
-    from visionflows.wavelet import get_preset
+    from visionflows.wavelet import get_preset, n_levels_for
     from visionflows.wavelet.train import level_run_dir, train_level
 
     preset = get_preset(args.preset)
     root = Path(args.run_dir or f"runs/wavelet-{preset.name}")
     overrides = {"channels": args.channels} if args.channels else {}
+    n = n_levels_for(get_preset(preset, **overrides).resolution, "preset resolution")
+    if args.level != "all" and args.level > n:
+        raise ConfigError(f"--level {args.level} is outside 0..{n} for preset {preset.name}.",
+                          f"use a level in 0..{n}, or --level all.")
+    check_image_data(args.data)
     if args.level == "all":
         return _train_all(args, preset, root, overrides)
-    try:
-        level = int(args.level)
-    except ValueError:
-        raise ConfigError(f"--level must be an integer or 'all', got {args.level!r}.") from None
+    level = args.level
+    check_train_args(args, run_dir=level_run_dir(root, level), steps=preset.max_steps, lr=preset.lr,
+                     batch_size=get_preset(preset, **overrides).batch_size, warmup_steps=preset.warmup_steps,
+                     optimizer="adamax_glow")
+    settings = trainer_settings(args)
+    own = {arg: settings.pop(key) for key, arg in _LEVEL_ARGS.items() if key in settings}
     data = args.data
     if data is not None and args.on_error == "stop" and Path(data).is_dir():
         from visionflows.data.images import load_folder
 
         load_folder(data, get_preset(preset, **overrides).channels, on_error="stop")  # fail fast on corrupt files
-    result = train_level(
-        preset, level, level_run_dir(root, level), data=data, steps=args.steps, batch_size=args.batch_size,
-        lr=args.lr, warmup_steps=args.warmup, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
-        amp=args.amp, compile=args.compile, num_threads=args.threads, progress=not args.no_progress,
-        checkpoint_every=args.checkpoint_every, max_minutes=args.max_minutes, **overrides,
-    )
+    result = train_level(preset, level, level_run_dir(root, level), data=data, resume=args.resume,
+                         overwrite=args.overwrite, train_overrides=settings, **own, **overrides)
     ev = result.eval_metrics
     msg = f"level {level}: step {result.step}, run dir {result.run_dir}"
     if ev:
@@ -125,15 +184,30 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+#: trainer settings that train_all_levels takes as its own arguments (``max_minutes``: the whole run's budget;
+#: ``num_threads``: per worker); the rest go to every level as ``train_overrides``
+_ALL_ARGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup_steps": "warmup_steps",
+             "seed": "seed", "amp": "amp", "compile": "compile", "num_threads": "threads",
+             "checkpoint_every": "checkpoint_every", "device": "device", "max_minutes": "max_minutes",
+             "tensorboard": "tensorboard"}
+
+
 def _train_all(args: argparse.Namespace, preset, root: Path, overrides: dict) -> int:
     """``--level all``: every level on long-lived library workers (:func:`visionflows.wavelet.train_all_levels`)."""
+    from visionflows.wavelet import get_preset
     from visionflows.wavelet.train import train_all_levels
 
+    p = get_preset(preset, **overrides)
+    # the settings are checked here; the run root is not a run itself: train_all_levels checks each level's dir
+    trainer_config(args, steps=p.max_steps, lr=p.lr, batch_size=p.batch_size, warmup_steps=p.warmup_steps,
+                   optimizer="adamax_glow")
+    settings = trainer_settings(args)
+    settings.pop("progress", None)  # workers never draw progress bars: each level's start and end is printed
+    own = {arg: settings.pop(key) for key, arg in _ALL_ARGS.items() if key in settings}
     outcomes = train_all_levels(
-        preset.name, root, parallel=args.parallel, data=args.data, steps=args.steps, max_minutes=args.max_minutes,
-        threads=args.threads, log=lambda m: print(m, flush=True), batch_size=args.batch_size, lr=args.lr,
-        warmup_steps=args.warmup, seed=args.seed, resume=args.resume, overwrite=args.overwrite, amp=args.amp,
-        compile=bool(args.compile), checkpoint_every=args.checkpoint_every, on_error=args.on_error, **overrides,
+        preset.name, root, parallel=args.parallel, data=args.data, log=lambda m: print(m, flush=True),
+        resume=args.resume, overwrite=args.overwrite, on_error=args.on_error, train_overrides=settings, **own,
+        **overrides,
     )
     wall = max((o.started_s + o.wall_s for o in outcomes.values()), default=0.0)
     total = sum(o.eval.get("contrib_bpd", float("nan")) for o in outcomes.values())
@@ -148,6 +222,10 @@ def _eval(args: argparse.Namespace) -> int:
     from visionflows.io import save_model
     from visionflows.wavelet.sample import evaluate_model
 
+    for flag, path in (("--json", args.json), ("--save-model", args.save_model)):
+        if path:
+            check_output_file(path, flag)
+    check_image_data(args.data)
     model = _load(args)
     pool = open_images(args.data, model.resolution, model.channels, "train")
     images = pool.eval_images[: args.max_images]
@@ -173,6 +251,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from visionflows.wavelet.sample import save_sample_grids
 
+    check_output_dir(args.out, "--out")
     model = _load(args, require=())
     paths = save_sample_grids(model, args.out, args.n, args.temperature, args.seed)
     for p in paths:
@@ -183,12 +262,16 @@ def _sample(args: argparse.Namespace) -> int:
 def _superres(args: argparse.Namespace) -> int:
     from visionflows.data.images import load_image
     from visionflows.errors import InputError
-    from visionflows.wavelet import n_levels_for
     from visionflows.wavelet.sample import prepare_ground_truth, super_resolution_report
 
+    check_output_dir(args.out, "--out")
+    check_input_file(args.image, "--image", "image file")
     image = load_image(args.image, channels=None)
-    n_levels_for(args.factor, "--factor")
     model = _load(args, require=())
+    if args.factor >= model.resolution:
+        top = model.resolution // 2
+        raise InputError(f"--factor {args.factor} is too large for this {model.resolution}x{model.resolution} model.",
+                         f"use a power of two from 2 to {top}." if top >= 2 else "use a larger model.")
     if image.shape[0] != model.channels:
         raise InputError(
             f"{args.image} has {image.shape[0]} channel(s) but the model expects {model.channels}.",

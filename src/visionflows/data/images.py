@@ -255,7 +255,7 @@ def load_folder(
     """
     _check_on_error(on_error)
     out: list[Tensor] = []
-    skipped: list[tuple[Path, str]] = []
+    skipped: list[tuple[Path, str, str | None]] = []
     files = list_images(root)
     for path in files:
         try:
@@ -263,15 +263,16 @@ def load_folder(
         except DataError as err:
             if on_error == "stop":
                 raise
-            skipped.append((path, err.problem))
+            skipped.append((path, err.problem, err.fix))
             continue
         out.append(center_square(img, resolution) if resolution else img)
     if not out:
-        first = skipped[0][1] if skipped else "no images"
-        raise DataError(f"none of the {len(files)} image(s) under {root} could be read (first: {first}).",
+        first, fix = (skipped[0][1], skipped[0][2]) if skipped else ("no images", None)
+        raise DataError(f"none of the {len(files)} image(s) under {root} could be read (first: {first})",
+                        fix if fix and "limit" in first else
                         "replace or delete the corrupt files, or point --data at another folder.")
     if skipped:
-        names = "; ".join(str(p) for p, _ in skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5
+        names = "; ".join(str(p) for p, _, _ in skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5
                                                               else "")
         warnings.warn(f"skipped {len(skipped)} unreadable image(s) of {len(files)} under {root}: {names} "
                       f"(first problem: {skipped[0][1]})", stacklevel=2)
