@@ -25,6 +25,8 @@ __all__ = [
     "register_model_kind",
     "model_kinds",
     "build_from_config",
+    "find_model_files",
+    "resolve_model_path",
     "save_model",
     "load_model",
     "read_model_file",
@@ -106,14 +108,19 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict[str, str] 
     return Path(path)
 
 
-def read_model_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """Read a model file: ``(metadata, state_dict)``. Raises :class:`CheckpointError` when unreadable."""
+def read_model_file(
+    path: str | os.PathLike, accept: Callable[[str], bool] | None = None
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Read a model file: ``(metadata, state_dict)``. Raises :class:`CheckpointError` when unreadable.
+
+    ``path`` may be a directory (see :func:`resolve_model_path`); ``accept(kind)`` chooses among the model files
+    found below it."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
     path = Path(path)
     if path.is_dir():
-        path = _resolve_dir(path)
+        path = resolve_model_path(path, accept)
     if not path.is_file():
         raise CheckpointError(f"model file {path} does not exist.", "check the path (a .safetensors file or run dir).")
     try:
@@ -137,19 +144,81 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, 
     return meta, state
 
 
-def _resolve_dir(path: Path) -> Path:
-    """A run dir or checkpoint dir → its newest ``model.safetensors``."""
+def _file_kind(path: Path) -> str | None:
+    """The ``kind`` in a model file's header (reads only the header), or None if it is not a model file."""
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if not 0 < n < 100_000_000:
+                return None
+            meta = json.loads(fh.read(n)).get("__metadata__") or {}
+    except (OSError, ValueError, json.JSONDecodeError, AttributeError):
+        return None
+    return meta.get("kind") if meta.get("format") == FORMAT else None
+
+
+def _newest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = sorted((run_dir / "checkpoints").glob("step-*/model.safetensors")) if (run_dir / "checkpoints").is_dir() \
+        else []
+    return ckpts[-1] if ckpts else None
+
+
+def find_model_files(root: str | os.PathLike, max_depth: int = 3) -> list[Path]:
+    """Model files in ``root`` and up to ``max_depth`` folders below it: loose ``*.safetensors`` model files and
+    the newest checkpoint of every run directory (shallowest first)."""
+    root = Path(root)
+    found: list[Path] = []
+    frontier = [root]
+    for _ in range(max_depth + 1):
+        nxt: list[Path] = []
+        for d in frontier:
+            newest = _newest_checkpoint(d)
+            if newest is not None:
+                found.append(newest)
+                continue  # a run directory: its checkpoints are one model
+            try:
+                entries = sorted(d.iterdir())
+            except OSError:
+                continue
+            for e in entries:
+                if e.is_file() and e.suffix == ".safetensors" and _file_kind(e) is not None:
+                    found.append(e)
+                elif e.is_dir() and not e.name.startswith(".") and e.name not in ("tb", "logs"):
+                    nxt.append(e)
+        frontier = nxt
+    return found
+
+
+def resolve_model_path(path: str | os.PathLike, accept: Callable[[str], bool] | None = None) -> Path:
+    """A directory → the model file it stands for: its ``model.safetensors``, the newest checkpoint of a run
+    directory, or — for a folder other commands wrote (e.g. the demo's run dir) — the one model file below it of
+    an accepted kind (the shallowest if several depths hold one). Several candidates at that depth are an error
+    listing them."""
+    path = Path(path)
     if (path / "model.safetensors").is_file():
         return path / "model.safetensors"
-    ckpts = sorted((path / "checkpoints").glob("step-*/model.safetensors")) if (path / "checkpoints").is_dir() else []
-    if ckpts:
-        return ckpts[-1]
-    raise CheckpointError(f"no model.safetensors found in {path}.", "point to a model file or a run directory.")
+    newest = _newest_checkpoint(path)
+    if newest is not None:
+        return newest
+    candidates = [f for f in find_model_files(path) if accept is None or accept(_file_kind(f) or "")]
+    if not candidates:
+        what = "no model file" if accept is None else "no model file of the kind this command needs"
+        raise CheckpointError(f"{what} found in {path} (nor in the folders below it).",
+                              "point to a model file, a run directory, or a folder holding one.")
+    depth = min(len(f.relative_to(path).parts) for f in candidates)
+    best = [f for f in candidates if len(f.relative_to(path).parts) == depth]
+    if len(best) > 1:
+        listed = ", ".join(str(f) for f in best[:6]) + (" ..." if len(best) > 6 else "")
+        raise CheckpointError(f"{path} holds {len(best)} suitable models: {listed}.", "pass one of them.")
+    return best[0]
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild and load a model saved with :func:`save_model` (or a run / checkpoint directory)."""
-    meta, state = read_model_file(path)
+def load_model(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", accept: Callable[[str], bool] | None = None
+) -> nn.Module:
+    """Rebuild and load a model saved with :func:`save_model` (or a run / checkpoint directory, or a folder holding
+    one model of a kind ``accept`` allows; see :func:`resolve_model_path`)."""
+    meta, state = read_model_file(path, accept)
     kind = meta.get("kind", "")
     try:
         model = build_from_config(kind, json.loads(meta["config"]))
