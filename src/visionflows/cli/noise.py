@@ -1,4 +1,5 @@
-"""``visionflows noise train | eval | sample | import-official | presets``: Noise Flow from the command line.
+"""``visionflows noise train | eval | sample | import-official | presets | cameras | simulate``: Noise Flow from the
+command line (the camera-zoo actions live in :mod:`visionflows.cli.noise_zoo`).
 
 A skin over :mod:`visionflows.noise` (models, baselines via :mod:`visionflows.noise.fitting`, metrics) and
 :mod:`visionflows.data.raw_files` (raw files). Without ``--data`` the built-in camera simulator provides the data.
@@ -79,6 +80,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     pr = s.add_parser("presets", help="list the Noise Flow presets")
     pr.set_defaults(func=_presets)
+
+    from visionflows.cli.noise_zoo import register_zoo  # cameras / simulate: the darktable camera zoo
+
+    register_zoo(s)
 
 
 def _sim_args(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,128 @@
+"""``visionflows noise cameras | simulate``: the darktable camera zoo from the command line.
+
+A skin over :mod:`visionflows.cameras.darktable` (the profile file) and :mod:`visionflows.data.sensor` (the
+simulator). :func:`register_zoo` adds the actions to the ``noise`` sub-command (called by
+:mod:`visionflows.cli.noise`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from visionflows.errors import InputError
+from visionflows.validation import (
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    check_input_file,
+    check_output_file,
+    number_arg,
+)
+
+__all__ = ["register_zoo", "add_profiles_arg", "load_zoo"]
+
+_INT1 = number_arg(POSITIVE_INT)
+_INT0 = number_arg(NON_NEGATIVE_INT)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (np.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return v
+
+
+def add_profiles_arg(p: argparse.ArgumentParser) -> None:
+    """``--profiles PATH`` (default: an installed darktable's noiseprofiles.json, else the checkout's copy)."""
+    p.add_argument("--profiles", default=None, metavar="PATH",
+                   help="darktable noiseprofiles.json (default: an installed darktable's copy, e.g. "
+                        "/usr/share/darktable/noiseprofiles.json, else ../shared's copy next to a checkout)")
+
+
+def load_zoo(args: argparse.Namespace):
+    """The :class:`~visionflows.cameras.darktable.CameraZoo` of ``--profiles`` (checked before reading)."""
+    from visionflows.cameras.darktable import load_darktable_profiles
+
+    if args.profiles is not None:
+        check_input_file(args.profiles, "--profiles", "darktable noise profile file",
+                         fix="pass darktable's noiseprofiles.json, e.g. /usr/share/darktable/noiseprofiles.json.")
+    return load_darktable_profiles(args.profiles)
+
+
+def register_zoo(s: argparse._SubParsersAction) -> None:
+    """Add ``cameras`` and ``simulate`` to the ``noise`` actions ``s``."""
+    c = s.add_parser("cameras", help="list the cameras and ISOs of a darktable noise profile file")
+    add_profiles_arg(c)
+    c.add_argument("--maker", default=None, help="only this maker (case-insensitive)")
+    c.add_argument("--json", action="store_true", help="print JSON (camera, maker, model, isos) instead of a table")
+    c.set_defaults(func=_cameras)
+
+    m = s.add_parser("simulate", help="add simulated sensor noise of any zoo camera (or SIDD phone) to clean raw")
+    m.add_argument("--clean", required=True, help="clean packed raw .npy [4,H,W] or [B,4,H,W], or a SIDD GT .MAT")
+    m.add_argument("--camera", required=True, help="a camera of the profile file (see `noise cameras`) or a SIDD "
+                   "code IP, GP, S6, N6, G4")
+    m.add_argument("--iso", required=True, type=_INT1)
+    m.add_argument("--out", required=True, help="output file (same format as --clean)")
+    add_profiles_arg(m)
+    m.add_argument("--physics", default="sidd",
+                   help="sensor effects: 'sidd' (default: row noise, PRNU, quantisation, clipping), "
+                        "'poisson-gaussian', 'all', or a comma list of tukey,row,fpn,quantise,black-offset,clip")
+    m.add_argument("--variance-scale", type=_positive_float, default=None,
+                   help="per-pixel variance / darktable's Haar-detail variance (default 4; see docs)")
+    m.add_argument("--bits", type=_INT1, default=None, help="assumed bit depth of a zoo camera (default 14)")
+    m.add_argument("--seed", type=_INT0, default=0)
+    m.set_defaults(func=_simulate)
+
+
+def _cameras(args: argparse.Namespace) -> int:
+    zoo = load_zoo(args)
+    cams = zoo.by_maker(args.maker) if args.maker else list(zoo)
+    if args.json:
+        print(json.dumps({"profiles": str(zoo.path), "cameras": [
+            {"camera": c.name, "maker": c.maker, "model": c.model, "isos": list(c.isos)} for c in cams]}))
+        return 0
+    n_prof = sum(len(c.profiles) for c in cams)
+    print(f"# {len(cams)} cameras, {len({c.maker for c in cams})} makers, {n_prof} (camera, ISO) profiles "
+          f"from {zoo.path}")
+    width = max(len(c.name) for c in cams) + 2
+    for c in cams:
+        print(f"{c.name:<{width}}{len(c.isos):>3} ISOs: {' '.join(map(str, c.isos))}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from visionflows.cameras import CAMERAS
+    from visionflows.cameras.darktable import DEFAULT_VARIANCE_SCALE, ZOO_BITS
+    from visionflows.cameras.physics import physics_from_names
+    from visionflows.data.raw_files import read_packed_raw, write_packed_raw
+    from visionflows.data.sensor import CameraSimulator, SensorSimulator
+
+    suffix = Path(args.clean).suffix.lower()
+    check_output_file(args.out, "--out", suffixes=[suffix] if suffix in (".npy", ".mat") else None)
+    physics = physics_from_names(args.physics)
+    if args.bits is not None and not 8 <= args.bits <= 16:
+        raise InputError(f"--bits {args.bits} is outside 8..16.", "use the sensor's bit depth, e.g. 12 or 14.")
+    clean, fmt, batched = read_packed_raw(args.clean)
+    if args.camera.strip().upper() in CAMERAS:
+        sim: SensorSimulator = CameraSimulator(args.camera.strip().upper(), args.iso, physics=physics)
+        name = sim.params.name
+    else:
+        zoo = load_zoo(args)
+        cam = zoo.camera(args.camera)
+        params = cam.sensor_params(args.iso, args.variance_scale or DEFAULT_VARIANCE_SCALE, args.bits or ZOO_BITS)
+        sim, name = SensorSimulator(params, physics), cam.name
+    noisy = sim.simulate(clean.double().numpy(), np.random.default_rng(args.seed))
+    noisy_t = torch.from_numpy(np.asarray(noisy))
+    out = write_packed_raw(args.out, noisy_t, fmt, batched)
+    noise = noisy_t.double() - clean.double()
+    print(json.dumps({"out": str(out), "camera": name, "iso": args.iso, "physics": physics.describe(),
+                      "noise_std": float(noise.std()) if noise.numel() > 1 else 0.0,
+                      "nlf": sim.params.nlf().tolist()}))
+    return 0
