@@ -153,6 +153,7 @@ def test_denoiser_learns_gaussian():
     assert last < 0.97 * first, (first, last)
 
 
+@pytest.mark.slow
 def test_raw_experiment_tiny(tmp_path):
     rows = run_denoising_experiment(tmp_path / "x", steps=2, flow_steps=2, batch_size=4, n_train_images=1,
                                     n_test_images=1, depth=3, width=4)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from test_srgb_noise import make_pairs
 from visionflows.cli.main import main
 from visionflows.denoise import run_srgb_experiment
@@ -11,6 +13,7 @@ from visionflows.io import save_model
 from visionflows.noise.srgb import SRGBNoiseFlow
 
 
+@pytest.mark.slow
 def test_cli_denoise_srgb_with_noise_model(tmp_path, capsys):
     d = make_pairs(tmp_path / "d")
     save_model(SRGBNoiseFlow(cameras=["cama"], isos=[100], noise_std=4.0), tmp_path / "nf.safetensors")
@@ -32,6 +35,7 @@ def test_cli_denoise_srgb_with_noise_model(tmp_path, capsys):
     assert "raw" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_srgb_experiment_tiny(tmp_path):
     d = make_pairs(tmp_path / "d")
     r = run_srgb_experiment(d, tmp_path / "x", flow_steps=2, denoise_steps=2, batch_size=4, patch=16,

@@ -125,6 +125,7 @@ def test_sample_errors_exit_2(case, match, model_file, clean_npy, tmp_path, caps
     assert not (tmp_path / "o.npy").exists()
 
 
+@pytest.mark.slow
 def test_train_resume_and_eval(tmp_path, capsys):
     run = tmp_path / "run"
     base = ["noise", "train", "--preset", "noiseflow_s_g_cam", "--run-dir", str(run), "--batch-size", "8",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from visionflows.noise.train import NoiseFlowTask
@@ -28,6 +29,7 @@ def test_batches_are_deterministic_and_loss_is_per_dim():
     assert abs(loss - expect) < 1e-5 and metrics["per_dim"] == loss
 
 
+@pytest.mark.slow
 def test_training_lowers_test_nll(tmp_path):
     task = NoiseFlowTask(_data(), _data(seed=1), preset="noiseflow_s_ax1_g_ax1", batch_size=16, eval_batches=2,
                          eval_batch_size=16, init="official")

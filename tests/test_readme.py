@@ -14,10 +14,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 CI = ROOT / ".ci" / "run"
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run(shared_dir, monkeypatch):
     monkeypatch.chdir(ROOT)  # the quick start refers to ../shared relative to the checkout
     text = (ROOT / "README.md").read_text()

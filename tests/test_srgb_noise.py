@@ -191,6 +191,7 @@ def test_marginal_kl():
         marginal_kl(x, x[:2])
 
 
+@pytest.mark.slow
 def test_fit_flow_improves_and_evaluate(tmp_path):
     torch.manual_seed(0)
     data = load_pairs(make_pairs(tmp_path / "d"))

@@ -61,6 +61,7 @@ def test_train_writes_versioned_checkpoints_and_config(tmp_path):
     assert bool(model.transform.blocks[0].layers[1].layers[0].initialized)
 
 
+@pytest.mark.slow
 def test_training_reduces_bits_per_dim(tmp_path):
     task = _task()
     result = train(task, _cfg(steps=40, lr=3e-3, checkpoint_every=100), tmp_path / "run")

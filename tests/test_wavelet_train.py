@@ -88,7 +88,6 @@ def test_resume_continues_a_level(tmp_path):
     assert res.step == 4
 
 
-@pytest.mark.slow
 def test_sum_of_level_losses_is_model_bpd():
     model = create_model("tiny_8")
     data = _data(4)
