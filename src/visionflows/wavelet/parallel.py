@@ -40,7 +40,16 @@ from visionflows.errors import ConfigError, VisionflowsError
 from visionflows.wavelet.level import level_dims
 from visionflows.wavelet.model import n_levels_for
 from visionflows.wavelet.presets import WaveletPreset, get_preset
-from visionflows.wavelet.worker import LevelJob, LevelOutcome, WorkerProcess, current_step, killpg, run_job
+from visionflows.wavelet.worker import (
+    PRELOAD_ENV,
+    LevelJob,
+    LevelOutcome,
+    WorkerProcess,
+    current_step,
+    killpg,
+    run_job,
+    warm_up,
+)
 
 __all__ = [
     "LevelJob",
@@ -54,8 +63,6 @@ __all__ = [
 MIN_JOB_MINUTES = 1e-3
 #: per-job overhead (model build, DDI, checkpoint, evaluation) assumed until one is measured
 DEFAULT_JOB_OVERHEAD_S = 0.3
-#: one-time cost of a worker process's first job (opening the images), reserved from that job's budget
-FIRST_JOB_EXTRA_S = 1.0
 #: start-up of a worker process (interpreter, torch, data) assumed until one is measured
 DEFAULT_WORKER_STARTUP_S = 4.0
 
@@ -116,7 +123,6 @@ class _Schedule:
         self.cancelled = False
         self.outcomes: dict[int, LevelOutcome] = {}
         self.overheads: list[float] = []  # seconds outside the training loop of jobs after a worker's first
-        self.started: set[int] = set()  # workers that have taken a job
         self.reported: set[int] = set()  # workers that have finished a job
         self.spare: list[int] = []  # levels of a worker that died before it took them
         if deadline is None:
@@ -147,9 +153,7 @@ class _Schedule:
                 return None
             lv = queue.pop(0)
             rest = [lv, *queue]
-            first = FIRST_JOB_EXTRA_S if worker and worker not in self.started else 0.0  # it opens the images
-            self.started.add(worker)
-            left = self.deadline - self.clock() - self.overhead() * len(rest) - first
+            left = self.deadline - self.clock() - self.overhead() * len(rest)
             total = sum(self.costs[v] for v in rest)
             share = self.costs[lv] / total if total > 0 else 1.0 / len(rest)
             minutes = max(MIN_JOB_MINUTES, left * share / 60.0)
@@ -204,14 +208,14 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _worker_env(threads: int) -> dict[str, str]:
+def _worker_env(threads: int, pool_key: tuple) -> dict[str, str]:
+    """The workers' environment: thread counts, this visionflows on the path, the images to open at start-up."""
     import visionflows
 
     src = str(Path(visionflows.__file__).resolve().parent.parent)
     path = os.environ.get("PYTHONPATH", "")
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               PYTHONPATH=src + (os.pathsep + path if path else ""))
-    return env
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                PYTHONPATH=src + (os.pathsep + path if path else ""), **{PRELOAD_ENV: json.dumps(list(pool_key))})
 
 
 def train_all_levels(
@@ -256,6 +260,7 @@ def train_all_levels(
     """
     import torch
 
+    t0 = time.monotonic()  # the budget covers the whole call
     p = get_preset(preset, **overrides)
     n = n_levels_for(p.resolution, "preset resolution")
     todo = list(range(n + 1)) if levels is None else sorted({int(v) for v in levels})
@@ -311,12 +316,13 @@ def train_all_levels(
     for lv in todo:
         if not resume:
             Path(jobs[lv].log).write_text("")
-    t0 = time.monotonic()
     deadline = t0 + 60.0 * max_minutes if max_minutes is not None else None
     startup = float(previous.get("worker_startup_s") or DEFAULT_WORKER_STARTUP_S)
     schedule = _Schedule(jobs, costs, workers, deadline, startup, t0)
 
-    remotes = [WorkerProcess(k, schedule, root, _worker_env(nthreads), devices[k], log) for k in range(1, workers)]
+    pool_key = (None if data is None else str(data), p.resolution, p.channels, on_error)
+    env = _worker_env(nthreads, pool_key)
+    remotes = [WorkerProcess(k, schedule, root, env, devices[k], log) for k in range(1, workers)]
     old_threads = torch.get_num_threads()
     old_term = _install_term_handler(remotes)
     try:
@@ -324,9 +330,9 @@ def train_all_levels(
             r.thread.start()
         from visionflows.data.images import open_images
 
-        spec = None if data is None else str(data)  # opened here once: bad data fails before any level starts
-        pools = {(spec, p.resolution, p.channels, on_error): open_images(spec, p.resolution, p.channels, "train",
-                                                                           on_error=on_error)}
+        # opened here once (the workers open it during their start-up): bad data fails before any level starts
+        pools = {pool_key: open_images(pool_key[0], p.resolution, p.channels, "train", on_error=on_error)}
+        warm_up()
         while (job := schedule.next(0)) is not None:
             job = dataclasses.replace(job, device=devices[0])
             out = _local_job(job, pools, log)

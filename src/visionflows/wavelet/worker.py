@@ -27,9 +27,12 @@ from typing import Any
 
 from visionflows.wavelet.presets import get_preset
 
-__all__ = ["LevelJob", "LevelOutcome", "WorkerProcess", "current_step", "main", "run_job", "worker_command"]
+__all__ = ["LevelJob", "LevelOutcome", "WorkerProcess", "current_step", "main", "run_job", "warm_up",
+           "worker_command"]
 
 POLL_S = 0.5
+#: environment variable with the image source ``[data, resolution, channels, on_error]`` a worker opens at start-up
+PRELOAD_ENV = "VISIONFLOWS_WORKER_IMAGES"
 
 
 # ------------------------------------------------------------------------------------------------ messages
@@ -105,6 +108,18 @@ def current_step(run_dir: Path) -> int:
 
     ckpts = find_checkpoints(run_dir)
     return int(ckpts[-1].name.split("-")[-1]) if ckpts else 0
+
+
+def warm_up() -> None:
+    """Pay a process's one-time costs before the first job's clock starts: torch, the trainer and the model code,
+    and what torch imports lazily when the first optimiser is built (``torch._dynamo``: seconds on a busy CPU)."""
+    import torch
+
+    import visionflows.training.trainer  # noqa: F401
+    import visionflows.wavelet.train  # noqa: F401
+    from visionflows.training.optim import build_optimizer
+
+    build_optimizer("adamax_glow", [torch.zeros(1, requires_grad=True)], 1e-3, None, 0.0)
 
 
 def run_job(job: LevelJob, pools: dict | None = None, worker: int = 0) -> LevelOutcome:
@@ -271,10 +286,18 @@ def main() -> int:
     threading.Thread(target=guard.read_stdin, daemon=True).start()
     threading.Thread(target=guard.watch_parent, daemon=True).start()
 
-    import visionflows.wavelet.train  # noqa: F401  (torch, the model, the trainer: the start-up paid once)
+    warm_up()
 
-    proto.write(json.dumps({"ready": os.getpid()}) + "\n")
     pools: dict = {}
+    if os.environ.get(PRELOAD_ENV):  # open the images now, not inside the first job's time budget
+        from visionflows.data.images import open_images
+
+        key = tuple(json.loads(os.environ[PRELOAD_ENV]))
+        try:
+            pools[key] = open_images(key[0], key[1], key[2], "train", on_error=key[3])
+        except Exception:  # the first job opens them again and reports the error
+            traceback.print_exc()
+    proto.write(json.dumps({"ready": os.getpid()}) + "\n")
     saved = (os.dup(1), os.dup(2))
     index = int(os.environ.get("VISIONFLOWS_WORKER_INDEX", "1"))
     while (line := guard.messages.get()) is not None:
@@ -302,4 +325,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # every job is reported and its checkpoints are on disk: skip the interpreter's slow teardown
