@@ -37,3 +37,17 @@ def test_find_and_resolve(tmp_path):
         resolve_model_path(tmp_path, lambda k: k == "glow")
     model = load_model(tmp_path, accept=lambda k: k == "noiseflow")
     assert model.arch == "sdn4|gain4"
+
+
+def test_cli_model_checks_accept_a_folder_holding_one_model(tmp_path):
+    from visionflows.validation import check_model_file, model_family
+
+    _tree(tmp_path)
+    meta = check_model_file(tmp_path, "--model", families=("raw-noise",))
+    assert meta["path"] == str(tmp_path / "noise" / "noiseflow.safetensors") and meta["kind"] == "noiseflow"
+    with pytest.raises(CheckpointError, match="holds 2 suitable models"):
+        check_model_file(tmp_path, "--model", families=("denoiser",))
+    # families come from the registry: every preset's kind is known
+    assert [model_family(k) for k in ("noiseflow", "camera_nlf", "srgb_noiseflow", "dncnn", "glow", "waveletflow",
+                                      "waveletflow_level", "nonsense")] == [
+        "raw-noise", "raw-noise", "srgb-noise", "denoiser", "glow", "wavelet", "wavelet-level", "other"]

@@ -201,20 +201,21 @@ _FAMILY_NAMES = {
 
 
 def model_family(kind: str | None) -> str:
-    """The family of a model-file ``kind``: raw-noise, srgb-noise, denoiser, wavelet, wavelet-level, glow, other."""
+    """The family of a model-file ``kind``: raw-noise, srgb-noise, denoiser, wavelet, wavelet-level, glow, other.
+
+    Read from the registry (the family of the presets whose class has this kind), so new presets of a family
+    are recognised without a list here."""
+    from visionflows.registry import list_models, model_info
+
     k = str(kind or "")
-    if k == "dncnn":
-        return "denoiser"
-    if k == "glow":
-        return "glow"
-    if k == "waveletflow":
-        return "wavelet"
     if k == "waveletflow_level":
         return "wavelet-level"
-    if k.startswith("srgb"):
-        return "srgb-noise"
-    if k.startswith("noiseflow") or k in ("gaussian_noise", "camera_nlf", "heteroscedastic_noise"):
-        return "raw-noise"
+    labels = {"noise": "raw-noise", "srgb_noise": "srgb-noise", "denoise": "denoiser", "wavelet": "wavelet",
+              "glow": "glow"}
+    for name in list_models():
+        info = model_info(name)
+        if info.kind == k:
+            return labels.get(info.family, info.family)
     return "other"
 
 
@@ -256,15 +257,20 @@ def check_model_file(
     families: Collection[str] | None = None,
     fix: str | None = None,
 ) -> dict[str, str]:
-    """Check a model file / run dir / checkpoint dir: readable, of one of ``families`` (see :func:`model_family`)
-    and every tensor finite. Returns the file's metadata (``kind``, ``config``, …)."""
+    """Check a model file / run dir / checkpoint dir (or a folder another command wrote, holding one model of the
+    wanted families): readable, of one of ``families`` (see :func:`model_family`) and every tensor finite. Returns
+    the file's metadata (``kind``, ``config``, …) with ``path``, the model file it resolved to."""
     from visionflows.io import read_model_file
+    from visionflows.io.files import resolve_model_path
 
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{flag} {p} does not exist.",
                               fix or "give a .safetensors model file or the run directory that holds it.")
+    if p.is_dir():
+        p = resolve_model_path(p, None if families is None else (lambda k: model_family(k) in families))
     meta, state = read_model_file(p)
+    meta = {**meta, "path": str(p)}
     kind = meta.get("kind")
     family = model_family(kind)
     if families is not None and family not in families:

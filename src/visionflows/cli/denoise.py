@@ -88,7 +88,7 @@ def _domain(data: str) -> str:
     return "srgb"
 
 
-def _check_noise(noise: str, domain: str) -> None:
+def _check_noise(noise: str, domain: str) -> str:
     """``--noise``: a keyword fitting the data, or a noise-model file of the data's domain with finite weights."""
     if noise in _KEYWORDS:
         if noise == "nlf" and domain != "raw":
@@ -108,6 +108,7 @@ def _check_noise(noise: str, domain: str) -> None:
         data_desc = "the built-in simulator (raw)" if domain == "raw" else "sRGB pairs"
         raise CheckpointError(f"noise model {noise} is for the {other} domain but the training data are "
                               f"{data_desc}.", f"use a {domain} noise model, or {other} data.")
+    return meta["path"]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -115,7 +116,7 @@ def _train(args: argparse.Namespace) -> int:
 
     check_train_args(args, device="cpu", tensorboard=False)
     domain = _domain(args.data)
-    _check_noise(args.noise, domain)
+    args.noise = _check_noise(args.noise, domain) or args.noise
     settings = trainer_settings(args)
     steps, batch, lr = settings.pop("steps", 1000), settings.pop("batch_size", 32), settings.pop("lr", 1e-3)
     seed = settings.pop("seed", 0)
@@ -160,9 +161,10 @@ def _experiment(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out, "--out")
     if args.noise_flow is not None:
-        check_model_file(args.noise_flow, "--noise-flow", families=("raw-noise",),
-                         fix="pass a raw Noise Flow model file or its run dir (from `visionflows noise train`), or "
-                             "drop --noise-flow to fit one here.")
+        args.noise_flow = check_model_file(
+            args.noise_flow, "--noise-flow", families=("raw-noise",),
+            fix="pass a raw Noise Flow model file or its run dir (from `visionflows noise train`), or drop "
+                "--noise-flow to fit one here.")["path"]
     rows = run_denoising_experiment(args.out, args.steps, args.flow_steps, args.batch_size, args.n_train_images,
                                     args.n_test_images, seed=args.seed, noise_flow=args.noise_flow)
     print(json.dumps(rows, indent=2))

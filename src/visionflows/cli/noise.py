@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from visionflows.cli.common import add_trainer_args, check_train_args
-from visionflows.errors import CheckpointError, InputError
+from visionflows.errors import CheckpointError, ConfigError, InputError
 from visionflows.validation import (
     NON_NEGATIVE_INT,
     POSITIVE_INT,
@@ -109,15 +109,16 @@ def _is_official(p: Path) -> bool:
     return (p.is_dir() and any(p.glob("*.index"))) or Path(str(p) + ".index").is_file()
 
 
-def check_noise_model(path: str, flag: str = "--model") -> None:
-    """A raw noise model: an official TF checkpoint (folder or prefix), or a raw noise model file / run dir with
-    finite weights (an sRGB model, a denoiser … is refused)."""
+def check_noise_model(path: str, flag: str = "--model") -> str:
+    """A raw noise model: an official TF checkpoint (folder or prefix), or a raw noise model file / run dir / a
+    folder holding one (e.g. the demo's run dir) with finite weights (an sRGB model, a denoiser … is refused).
+    Returns the path to load (the model file a folder resolved to)."""
     p = Path(path)
     if _is_official(p):
-        return
-    check_model_file(p, flag, families=("raw-noise",),
-                     fix="pass a raw Noise Flow or raw noise-baseline model file, its run dir, or the official "
-                         "checkpoint folder (sRGB models: `visionflows srgb-noise eval`).")
+        return str(p)
+    return check_model_file(p, flag, families=("raw-noise",),
+                            fix="pass a raw Noise Flow or raw noise-baseline model file, its run dir, or the "
+                                "official checkpoint folder (sRGB models: `visionflows srgb-noise eval`).")["path"]
 
 
 def load_noise_model(path: str) -> torch.nn.Module:
@@ -126,8 +127,7 @@ def load_noise_model(path: str) -> torch.nn.Module:
     from visionflows.io import load_model
     from visionflows.noise.official import load_official
 
-    check_noise_model(path)
-    p = Path(path)
+    p = Path(check_noise_model(path))
     if _is_official(p):
         return check_finite_weights(load_official(p), f"official checkpoint {p}")
     model = load_model(p)
@@ -138,10 +138,13 @@ def load_noise_model(path: str) -> torch.nn.Module:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from visionflows.noise.model import PRESETS
     from visionflows.noise.train import NoiseFlowTask
     from visionflows.training import train
 
     cfg = check_train_args(args)
+    if args.preset not in PRESETS:
+        raise ConfigError(f"unknown Noise Flow preset {args.preset!r}.", f"choose one of {', '.join(PRESETS)}.")
     if args.data:
         check_input_dir(args.data, "--data", "SIDD-Medium Raw folder")
     train_data, test_data, desc = _datasets(args)

@@ -66,10 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     x.set_defaults(func=_experiment)
 
 
-def _check_srgb_model(path: str) -> None:
-    check_model_file(path, "--model", families=("srgb-noise",),
-                     fix="pass an sRGB noise model (from `visionflows srgb-noise train`); raw models: "
-                         "`visionflows noise eval`.")
+def _check_srgb_model(path: str) -> str:
+    return check_model_file(path, "--model", families=("srgb-noise",),
+                            fix="pass an sRGB noise model (from `visionflows srgb-noise train`); raw models: "
+                                "`visionflows noise eval`.")["path"]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -102,9 +102,8 @@ def _eval(args: argparse.Namespace) -> int:
     if args.no_baselines and not args.model:
         raise ConfigError("nothing to evaluate: --no-baselines and no --model.",
                           "pass --model FILE or drop --no-baselines.")
-    for path in args.model:
-        _check_srgb_model(path)
-    models = {model_name(path): load_model(path) for path in args.model}
+    paths = [_check_srgb_model(path) for path in args.model]
+    models = {model_name(path): load_model(path) for path in paths}
     train_pairs, test_pairs = load_pairs(args.data).split(args.test_fraction, args.seed)
     if not args.no_baselines:
         gauss, hetero = fit_srgb_baselines(train_pairs, args.patch, args.seed)

@@ -62,10 +62,10 @@ def _eval(args: argparse.Namespace) -> int:
     from visionflows.data.images import open_images
     from visionflows.io import load_model
 
-    check_model_file(args.model, "--model", families=("glow",),
-                     fix="pass a Glow model file or run dir (from `visionflows glow train`).")
+    path = check_model_file(args.model, "--model", families=("glow",),
+                            fix="pass a Glow model file or run dir (from `visionflows glow train`).")["path"]
     check_image_data(args.data)
-    model = load_model(args.model)
+    model = load_model(path)
     pool = open_images(args.data, model.resolution, model.channels, "test")
     gen = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
