@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from visionflows.cameras import CAMERAS, ISOS
 from visionflows.errors import InputError
 from visionflows.flows import Bijector, FlowModel
 from visionflows.noise.context import NoiseContext
-from visionflows.noise.nlf import ISOS
 
 __all__ = ["NoiseModel", "resolve_context"]
 
@@ -34,10 +34,12 @@ def resolve_context(
     continuous_iso: bool = False,
     isos: tuple[int, ...] = ISOS,
     nlf: Any = None,
+    num_cameras: int | None = len(CAMERAS),
 ) -> NoiseContext:
     """A validated :class:`NoiseContext` (see :meth:`NoiseContext.create`); ISOs must be in ``isos`` unless
-    ``continuous_iso``. A given NoiseContext is re-checked for its ISOs and the noise shape only. ``nlf``:
-    optional per-sample metadata NLF ``(beta1 [B], beta2 [B])`` attached to the context."""
+    ``continuous_iso``, camera indices below ``num_cameras`` (``None``: any). A given NoiseContext is re-checked
+    for its ISOs, camera range and the noise shape only. ``nlf``: optional per-sample metadata NLF
+    ``(beta1 [B], beta2 [B])`` or per-channel ``[B, C, 2]`` attached to the context."""
     if isinstance(clean, NoiseContext):
         ctx = clean
         if noise is not None and tuple(noise.shape) != tuple(ctx.clean.shape):
@@ -49,8 +51,12 @@ def resolve_context(
             if not ok.all():
                 raise InputError(f"ISO {int(ctx.iso[~ok][0])} is not one of the model's ISO levels "
                                  f"{', '.join(map(str, isos))}.", "use a listed ISO or continuous_iso=True.")
+        if num_cameras is not None and ctx.batch_size and int(ctx.camera.max()) >= num_cameras:
+            raise InputError(f"camera index {int(ctx.camera.max())} is not one of this model's {num_cameras} "
+                             "cameras.", f"use 0..{num_cameras - 1}, or a model adapted to that camera.")
     else:
-        ctx = NoiseContext.create(clean, iso, camera, noise=noise, allowed_isos=None if continuous_iso else isos)
+        ctx = NoiseContext.create(clean, iso, camera, noise=noise, allowed_isos=None if continuous_iso else isos,
+                                  num_cameras=num_cameras)
     return ctx.with_nlf(nlf) if nlf is not None else ctx
 
 
@@ -68,6 +74,8 @@ class NoiseModel(FlowModel):
 
     #: accept any positive ISO (True) or only :data:`ISOS` (False)
     continuous_iso: bool = False
+    #: camera indices this model knows (``None``: it ignores the camera, any index is accepted)
+    num_cameras: int | None = len(CAMERAS)
 
     def __init__(self, transform: Bijector, prior: nn.Module) -> None:
         super().__init__(transform, prior)
@@ -79,7 +87,8 @@ class NoiseModel(FlowModel):
         device = self.reference_tensor().device
         if isinstance(clean, Tensor):
             clean = clean.to(device)
-        ctx = resolve_context(clean, iso, camera, noise=noise, continuous_iso=self.continuous_iso, nlf=nlf)
+        ctx = resolve_context(clean, iso, camera, noise=noise, continuous_iso=self.continuous_iso, nlf=nlf,
+                              num_cameras=self.num_cameras)
         return ctx.to(device=device)
 
     def prepare_context(self, context: Any, x: Tensor | None = None) -> NoiseContext:

@@ -62,6 +62,7 @@ class GaussianNoise(GaussianNoiseModel):
 
     kind = "gaussian_noise"
     continuous_iso = True  # ignores ISO
+    num_cameras = None  # and the camera
 
     def __init__(self, variance: float = 1e-4) -> None:
         super().__init__()
@@ -100,23 +101,34 @@ def _table_tensor(table: dict[tuple[str, int], tuple[float, float]]) -> Tensor:
     return t
 
 
-def _iso_idx(iso: Tensor) -> Tensor:
-    allowed = torch.tensor(ISOS, device=iso.device)
-    return ((iso[:, None] == allowed[None]).long() * torch.arange(len(ISOS), device=iso.device)).sum(1)
+def _iso_idx(iso: Tensor, isos: tuple[int, ...] = ISOS) -> Tensor:
+    allowed = torch.tensor(isos, device=iso.device)
+    return ((iso[:, None] == allowed[None]).long() * torch.arange(len(isos), device=iso.device)).sum(1)
 
 
 class _PairTable(GaussianNoiseModel):
-    """``σ² = β1·y + β2`` with (β1, β2) looked up per (camera, ISO) in a ``[5, 5, 2]`` table (NaN = no entry)."""
+    """``σ² = β1·y + β2`` with (β1, β2) looked up per (camera, ISO) in a ``[cameras, ISOs, 2]`` table (NaN = no
+    entry); the SIDD phones and ISOs unless a subclass sets ``table_isos`` / ``num_cameras``."""
+
+    #: the ISO levels of the table's second axis
+    table_isos: tuple[int, ...] = ISOS
 
     def _betas(self, ctx: NoiseContext) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    def _cam_name(self, c: int) -> str:
+        return CAMERAS[c] if self.table_isos == ISOS and c < len(CAMERAS) else f"camera {c}"
+
     def _check_pairs(self, ctx: NoiseContext, have: Tensor, what: str) -> None:
-        ok = have[ctx.camera, _iso_idx(ctx.iso)]
+        allowed = torch.tensor(self.table_isos, device=ctx.iso.device)
+        listed = (ctx.iso[:, None] == allowed[None]).any(1)
+        known = ctx.camera < have.shape[0]
+        ok = listed & known
+        ok[ok.clone()] = have[ctx.camera[ok], _iso_idx(ctx.iso[ok], self.table_isos)]
         if not bool(ok.all()):
             i = int((~ok).nonzero()[0])
-            cam, iso = CAMERAS[int(ctx.camera[i])], int(ctx.iso[i])
-            pairs = [f"{CAMERAS[c]}/{ISOS[k]}" for c, k in have.nonzero().tolist()]
+            cam, iso = self._cam_name(int(ctx.camera[i])), int(ctx.iso[i])
+            pairs = [f"{self._cam_name(c)}/{self.table_isos[k]}" for c, k in have.nonzero().tolist()]
             raise InputError(f"{what} has no entry for camera {cam} at ISO {iso}.",
                              f"use one of the pairs {', '.join(pairs)}.")
 
@@ -124,11 +136,15 @@ class _PairTable(GaussianNoiseModel):
     uses_metadata_nlf = False
 
     def std(self, ctx: NoiseContext) -> Tensor:
+        if self.uses_metadata_nlf and ctx.nlf is not None and ctx.nlf.dim() == 3:  # one (β1, β2) per channel
+            nlf = ctx.nlf.to(ctx.clean.dtype)[:, :, :, None, None]
+            return torch.sqrt(nlf[:, :, 0] * ctx.clean + nlf[:, :, 1])
         if self.uses_metadata_nlf and ctx.nlf is not None:
             b1, b2 = ctx.nlf[:, 0], ctx.nlf[:, 1]
         else:
             b1, b2 = self._betas(ctx)
-        var = b1.to(ctx.clean.dtype)[:, None, None, None] * ctx.clean + b2.to(ctx.clean.dtype)[:, None, None, None]
+        shape = (b1.shape[0], -1, 1, 1)  # [B] (one pair) or [B, C] (one pair per channel)
+        var = b1.to(ctx.clean.dtype).reshape(shape) * ctx.clean + b2.to(ctx.clean.dtype).reshape(shape)
         return torch.sqrt(var)
 
 
@@ -137,12 +153,13 @@ class CameraNLF(_PairTable):
 
     (β1, β2) come from the (camera, ISO) table (default: the 22 SIDD rows of
     :data:`visionflows.cameras.NLF_TABLE`) or, per call, from ``nlf=(beta1 [B], beta2 [B])`` (each image's
-    metadata, as the official baseline does; or a context whose ``nlf`` is set). Pairs without a table row raise
-    InputError.
+    metadata, as the official baseline does; or a context whose ``nlf`` is set, also per channel ``[B, C, 2]``,
+    e.g. a darktable profile mapped into packed units). Pairs without a table row raise InputError.
     """
 
     kind = "camera_nlf"
     uses_metadata_nlf = True
+    num_cameras = None  # with per-sample metadata the camera does not matter; the table checks its own rows
 
     def __init__(self, table: dict[tuple[str, int], tuple[float, float]] | None = None) -> None:
         super().__init__()
@@ -161,24 +178,37 @@ class CameraNLF(_PairTable):
 class HeteroscedasticNoise(_PairTable):
     """``σ² = β1·y + β2`` with (β1, β2) per (camera, ISO) fitted by maximum likelihood (:meth:`fit`).
 
-    Parameters ``log_beta1``, ``log_beta2`` ``[5, 5]`` (cameras × ISOs); buffer ``fitted`` marks the pairs seen
-    in training; others raise InputError.
+    Parameters ``log_beta1``, ``log_beta2`` ``[cameras, ISOs]`` (default 5 × 5: the SIDD phones and ISOs), or
+    ``[cameras, ISOs, channels]`` with ``per_channel=True`` (one pair per packed channel, for cameras whose
+    colour channels differ, e.g. darktable profiles); buffer ``fitted`` marks the pairs seen in training; others
+    raise InputError. ``num_cameras``/``isos`` size the table for other cameras (a zoo set: any ISOs).
     """
 
     kind = "heteroscedastic_noise"
 
-    def __init__(self) -> None:
+    def __init__(self, num_cameras: int = len(CAMERAS), isos: tuple[int, ...] | list[int] = ISOS,
+                 per_channel: bool = False, channels: int = 4) -> None:
         super().__init__()
-        self.log_beta1 = nn.Parameter(torch.full((len(CAMERAS), len(ISOS)), math.log(1e-3), dtype=torch.float64))
-        self.log_beta2 = nn.Parameter(torch.full((len(CAMERAS), len(ISOS)), math.log(1e-5), dtype=torch.float64))
-        self.register_buffer("fitted", torch.zeros(len(CAMERAS), len(ISOS), dtype=torch.bool))
+        self.table_isos = tuple(int(i) for i in isos)
+        if not self.table_isos or num_cameras < 1 or len(set(self.table_isos)) != len(self.table_isos):
+            raise InputError(f"invalid heteroscedastic table: {num_cameras} cameras, ISOs {list(isos)}.",
+                             "use at least one camera and distinct ISOs.")
+        self.num_cameras, self.per_channel, self.channels = int(num_cameras), bool(per_channel), int(channels)
+        self.continuous_iso = self.table_isos != ISOS  # other ISO lists are checked against the table itself
+        shape = (self.num_cameras, len(self.table_isos)) + ((self.channels,) if self.per_channel else ())
+        self.log_beta1 = nn.Parameter(torch.full(shape, math.log(1e-3), dtype=torch.float64))
+        self.log_beta2 = nn.Parameter(torch.full(shape, math.log(1e-5), dtype=torch.float64))
+        self.register_buffer("fitted", torch.zeros(self.num_cameras, len(self.table_isos), dtype=torch.bool))
 
     def model_config(self) -> dict[str, Any]:
-        return {}
+        if (self.num_cameras, self.table_isos, self.per_channel) == (len(CAMERAS), ISOS, False):
+            return {}
+        return {"num_cameras": self.num_cameras, "isos": list(self.table_isos), "per_channel": self.per_channel,
+                "channels": self.channels}
 
     def _betas(self, ctx: NoiseContext) -> tuple[Tensor, Tensor]:
         self._check_pairs(ctx, self.fitted, "the fitted heteroscedastic model")
-        k = _iso_idx(ctx.iso)
+        k = _iso_idx(ctx.iso, self.table_isos)
         return self.log_beta1[ctx.camera, k].exp(), self.log_beta2[ctx.camera, k].exp()
 
     def fit(self, noise: Tensor, clean: Tensor, iso: Any, camera: Any, steps: int = 300, lr: float = 0.05,
@@ -188,21 +218,26 @@ class HeteroscedasticNoise(_PairTable):
         Starts from a least-squares fit of ``n²`` on ``y``; uses at most ``max_values`` random values per pair;
         ``steps`` bounds the Newton iterations.
         """
-        ctx = NoiseContext.create(clean, iso, camera, noise=noise)
+        ctx = NoiseContext.create(clean, iso, camera, noise=noise, allowed_isos=self.table_isos,
+                                  num_cameras=self.num_cameras)
         gen = generator or torch.Generator().manual_seed(0)
-        k = _iso_idx(ctx.iso).cpu()
+        k = _iso_idx(ctx.iso, self.table_isos).cpu()
         cam = ctx.camera.cpu()
         with torch.no_grad():
             for c, i in sorted(set(zip(cam.tolist(), k.tolist()))):
                 sel = ((cam == c) & (k == i)).nonzero().squeeze(1)
-                y = ctx.clean[sel.to(ctx.clean.device)].reshape(-1).double().cpu()
-                n = noise[sel.to(noise.device)].reshape(-1).double().cpu()
-                if y.numel() > max_values:
-                    pick = torch.randperm(y.numel(), generator=gen)[:max_values]
-                    y, n = y[pick], n[pick]
-                b1, b2 = _fit_pair(y, n, steps, lr)
-                self.log_beta1[c, i] = math.log(b1)
-                self.log_beta2[c, i] = math.log(b2)
+                ys = ctx.clean[sel.to(ctx.clean.device)].double().cpu()
+                ns = noise[sel.to(noise.device)].double().cpu()
+                parts = [(ys[:, ch], ns[:, ch]) for ch in range(ys.shape[1])] if self.per_channel else [(ys, ns)]
+                for ch, (y, n) in enumerate(parts):
+                    y, n = y.reshape(-1), n.reshape(-1)
+                    if y.numel() > max_values:
+                        pick = torch.randperm(y.numel(), generator=gen)[:max_values]
+                        y, n = y[pick], n[pick]
+                    b1, b2 = _fit_pair(y, n, steps, lr)
+                    idx = (c, i, ch) if self.per_channel else (c, i)
+                    self.log_beta1[idx] = math.log(b1)
+                    self.log_beta2[idx] = math.log(b2)
                 self.fitted[c, i] = True
         return self
 

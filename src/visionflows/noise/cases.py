@@ -6,7 +6,8 @@ import torch
 
 from visionflows.noise.context import NoiseContext
 from visionflows.noise.layers import GainLayer, SignalDependentLayer, unconditional_step
-from visionflows.noise.model import NoiseFlow
+from visionflows.noise.model import PARAM_PRESETS, NoiseFlow
+from visionflows.noise.param_layers import ParamGainLayer, ParamSignalLayer
 from visionflows.testing import BijectorCase, register_case
 
 __all__ = ["example_context"]
@@ -59,3 +60,40 @@ def noise_unc_step() -> BijectorCase:
 def noise_flow_transform() -> BijectorCase:
     return BijectorCase("noise_flow_transform", lambda: NoiseFlow(seed=0).transform, _noise(scale=1.0),
                         context=example_context())
+
+
+def _param_context(per_channel: bool = True) -> NoiseContext:
+    """:func:`example_context` with measured noise parameters: ``[B, 4, 2]`` per channel, or ``[B, 2]``."""
+    ctx = example_context()
+    k = torch.tensor([[2e-4, 1e-4, 3e-4, 1e-4], [8e-4, 5e-4, 9e-4, 5e-4]], dtype=torch.float64)
+    nlf = torch.stack([k, k * 3e-2], dim=-1)
+    return ctx.with_nlf(nlf if per_channel else nlf[:, 0])
+
+
+def _perturbed(layer: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():  # away from the zero initialisation, so every parameter matters
+        for p in layer.parameters():
+            p.copy_(torch.linspace(-0.3, 0.4, p.numel()).reshape(p.shape))
+    return layer
+
+
+@register_case
+def noise_sdnp() -> BijectorCase:
+    return BijectorCase("noise_sdnp", lambda: _perturbed(ParamSignalLayer()), _noise(), context=_param_context())
+
+
+@register_case
+def noise_sdnp_one_pair() -> BijectorCase:
+    return BijectorCase("noise_sdnp_one_pair", lambda: _perturbed(ParamSignalLayer()), _noise(),
+                        context=_param_context(per_channel=False))
+
+
+@register_case
+def noise_gainp() -> BijectorCase:
+    return BijectorCase("noise_gainp", lambda: _perturbed(ParamGainLayer()), _noise(), context=_param_context())
+
+
+@register_case
+def noise_flow_nlf_transform() -> BijectorCase:
+    return BijectorCase("noise_flow_nlf_transform", lambda: NoiseFlow(PARAM_PRESETS["noiseflow_nlf"][0]).transform,
+                        _noise(scale=0.01), context=_param_context())

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -55,18 +56,28 @@ def as_iso_tensor(iso: Any, batch: int, device: torch.device | str = "cpu") -> T
     return t
 
 
-def as_camera_tensor(camera: Any, batch: int, device: torch.device | str = "cpu") -> Tensor:
-    """Camera code(s) (``'S6'``) or index(es) → LongTensor ``[B]`` of indices (IP=0, GP=1, S6=2, N6=3, G4=4)."""
+def as_camera_tensor(camera: Any, batch: int, device: torch.device | str = "cpu",
+                     num_cameras: int | None = len(CAMERAS)) -> Tensor:
+    """Camera code(s) (``'S6'``) or index(es) → LongTensor ``[B]`` of indices (IP=0, GP=1, S6=2, N6=3, G4=4).
+
+    ``num_cameras``: indices must be below it (default: the five SIDD phones; a model with more cameras, e.g. one
+    adapted to a sixth, passes its own count; ``None``: any index ≥ 0, for models that ignore the camera)."""
     device = torch.device(device)
     if isinstance(camera, str):
         return torch.full((batch,), camera_index(camera), dtype=torch.long, device=device)
     if isinstance(camera, Sequence) and not isinstance(camera, Tensor):
-        idx = [camera_index(c) for c in camera]
-        return _batch_tensor(idx, batch, "camera", device).long()
+        idx = [camera_index(c) if isinstance(c, str) else c for c in camera]
+        return as_camera_tensor(torch.as_tensor(idx, dtype=None if idx else torch.long), batch, device, num_cameras)
     t = _batch_tensor(camera, batch, "camera", device)
     if t.is_floating_point() and not torch.equal(t, t.round()):
         raise InputError("camera indices must be integers.", f"use 0..{len(CAMERAS) - 1} or a code {CAMERAS}.")
     t = t.long()
+    if num_cameras != len(CAMERAS):
+        bad = (t < 0) if num_cameras is None else ((t < 0) | (t >= num_cameras))
+        if bad.any():
+            raise InputError(f"Unknown camera index {int(t[bad][0])}.", "use an index >= 0." if num_cameras is None
+                             else f"use 0..{num_cameras - 1} (this model's cameras).")
+        return t
     bad = (t < 0) | (t >= len(CAMERAS))
     if bad.any():
         camera_index(int(t[bad][0]))  # raises the standard InputError
@@ -82,7 +93,9 @@ class NoiseContext:
         iso: LongTensor ``[B]`` of ISO values (100, 400, …).
         camera: LongTensor ``[B]`` of camera indices (IP=0, GP=1, S6=2, N6=3, G4=4).
         nlf: optional float64 ``[B, 2]``: each image's metadata noise-level function ``(beta1, beta2)`` (the DNG
-            NoiseProfile), used by :class:`~visionflows.noise.CameraNLF` instead of its table.
+            NoiseProfile), or ``[B, C, 2]`` one pair per channel (a darktable profile mapped into packed units, a
+            per-plane NoiseProfile); used by :class:`~visionflows.noise.CameraNLF` instead of its table and by
+            the parameter-conditioned Noise Flow.
 
     Build it with :meth:`create`, which validates; the plain constructor does not.
     """
@@ -117,9 +130,21 @@ class NoiseContext:
 
     def with_nlf(self, nlf: Any) -> NoiseContext:
         """A copy carrying per-sample metadata NLF ``(beta1, beta2)`` (each a scalar or ``[B]``, or one ``[B, 2]``
-        tensor). InputError unless finite with ``beta1 >= 0``; ``beta2 <= 0`` becomes 1e-6 (as SIDD does)."""
+        tensor), or per channel (a ``[B, C, 2]`` tensor or array). InputError unless finite with
+        ``beta1 >= 0``; ``beta2 <= 0`` becomes 1e-6 (as SIDD does)."""
         b, dev = self.batch_size, self.clean.device
-        if isinstance(nlf, Tensor) and nlf.dim() == 2:
+        if isinstance(nlf, (Tensor, np.ndarray)) and np.ndim(nlf) == 3:
+            t = torch.as_tensor(nlf, dtype=torch.float64, device=dev)
+            c = self.clean.shape[1]
+            if tuple(t.shape) != (b, c, 2):
+                raise InputError(f"per-channel NLF must be [{b}, {c}, 2], got {tuple(t.shape)}.",
+                                 "give one (beta1, beta2) per sample and channel.")
+            if not bool(torch.isfinite(t).all()) or bool((t[..., 0] < 0).any()):
+                raise InputError("per-channel NLF beta1/beta2 must be finite and beta1 >= 0.",
+                                 "map the profile first (values <= 0 of beta2 become 1e-6).")
+            t = torch.stack([t[..., 0], torch.where(t[..., 1] <= 0, torch.full_like(t[..., 1], 1e-6), t[..., 1])], -1)
+            return NoiseContext(self.clean, self.iso, self.camera, t)
+        if isinstance(nlf, (Tensor, np.ndarray)) and np.ndim(nlf) == 2:
             nlf = (nlf[:, 0], nlf[:, 1])
         try:
             b1 = torch.as_tensor(nlf[0], dtype=torch.float64, device=dev).reshape(-1).expand(b)
@@ -142,6 +167,7 @@ class NoiseContext:
         noise: Tensor | None = None,
         allowed_isos: Sequence[int] | None = ISOS,
         channels: int | None = 4,
+        num_cameras: int | None = len(CAMERAS),
     ) -> NoiseContext:
         """Validate and build a context.
 
@@ -152,6 +178,7 @@ class NoiseContext:
             noise: if given, must have the shape of ``clean``.
             allowed_isos: refuse ISOs outside this list (``None`` accepts any positive ISO).
             channels: required channel count (``None``: any).
+            num_cameras: camera indices must be below it (``None``: any index ≥ 0; see :func:`as_camera_tensor`).
 
         Raises:
             InputError: naming the bad value and how to fix it.
@@ -201,5 +228,5 @@ class NoiseContext:
                     f"ISO {bad} is not one of the model's ISO levels {', '.join(map(str, allowed_isos))}.",
                     "use a listed ISO, or a model configured with continuous_iso=True (log-ISO interpolation).",
                 )
-        cam_t = as_camera_tensor(camera, b, clean.device)
+        cam_t = as_camera_tensor(camera, b, clean.device, num_cameras)
         return cls(clean, iso_t, cam_t)

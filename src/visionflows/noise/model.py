@@ -14,16 +14,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from visionflows.cameras import CAMERAS
 from visionflows.errors import ConfigError, InputError
 from visionflows.flows import Bijector, Compose, StandardNormal
 from visionflows.noise.base import NoiseModel, resolve_context
 from visionflows.noise.context import NoiseContext
 from visionflows.noise.layers import GainLayer, SignalDependentLayer, unconditional_step
+from visionflows.noise.param_layers import ParamGainLayer, ParamSignalLayer
 from visionflows.registry import register_model
 
 __all__ = [
     "NoiseFlow",
     "PRESETS",
+    "PARAM_PRESETS",
     "create_model",
     "list_models",
     "count_parameters",
@@ -38,7 +41,14 @@ PRESETS: dict[str, tuple[str, str, int]] = {
     "noiseflow_s_g": ("sdn4|gain4", "S-G (no camera parameters)", 10),
     "noiseflow_unconditional": ("unc|unc|unc|unc", "Ax4 (unconditional)", 1204),
 }
-_TOKENS = ("sdn5", "sdn4", "gain4", "unc")
+#: Noise Flow conditioned on measured noise parameters (a visionflows preset beside the paper's; see
+#: :mod:`visionflows.noise.param_layers`): name -> (arch, description)
+PARAM_PRESETS: dict[str, tuple[str, str]] = {
+    "noiseflow_nlf": ("sdnp|unc|unc|unc|unc|gainp|unc|unc|unc|unc",
+                      "S(K, σ²)-Ax4-G(K, σ²)-Ax4: the released architecture with the camera one-hot replaced by "
+                      "measured per-channel noise parameters (any camera)"),
+}
+_TOKENS = ("sdn5", "sdn4", "gain4", "unc", "sdnp", "gainp")
 
 
 def count_parameters(module: nn.Module, trainable: bool = True) -> int:
@@ -64,11 +74,16 @@ class NoiseFlow(NoiseModel):
 
     Args:
         arch: ``|``-separated layers, noise → latent order: ``sdn5`` (signal-dependent, camera parameters),
-            ``sdn4`` (no camera parameters), ``gain4`` (one scalar gain), ``unc`` (LU 1×1 conv + affine coupling).
+            ``sdn4`` (no camera parameters), ``gain4`` (one scalar gain), ``unc`` (LU 1×1 conv + affine coupling),
+            ``sdnp`` / ``gainp`` (signal-dependent layer and gain from the context's measured noise parameters
+            ``nlf``, :mod:`visionflows.noise.param_layers`; such a model ignores ISO and camera, which it does
+            not need: every context must carry ``nlf``).
         width: hidden channels of the coupling networks (4 in the paper).
         channels: packed raw channels (4).
         continuous_iso: accept any positive ISO, interpolating the ISO gain in log-ISO (see
             :class:`SignalDependentLayer`); otherwise refuse ISOs outside ``ISOS``.
+        num_cameras: columns of the camera parameters (5: IP, GP, S6, N6, G4; more for a model trained on other
+            cameras or adapted to a new one, see :mod:`visionflows.noise.adapt`).
         seed: seed of the random orthogonal 1×1-conv and coupling initialisation.
 
     Layer ``transform.layers[i]`` with names in :attr:`layer_names` (``sdn0``, ``conv1x1_1``, ``coupling_1``, …;
@@ -87,6 +102,7 @@ class NoiseFlow(NoiseModel):
         channels: int = 4,
         continuous_iso: bool = False,
         seed: int | None = 0,
+        num_cameras: int | None = len(CAMERAS),
     ) -> None:
         tokens = [t.strip() for t in arch.split("|") if t.strip()]
         unknown = [t for t in tokens if t not in _TOKENS]
@@ -99,11 +115,18 @@ class NoiseFlow(NoiseModel):
         names: list[str] = []
         for b, tok in enumerate(tokens):
             if tok in ("sdn5", "sdn4"):
-                layers.append(SignalDependentLayer(camera_params=tok == "sdn5", continuous_iso=continuous_iso))
+                layers.append(SignalDependentLayer(camera_params=tok == "sdn5", continuous_iso=continuous_iso,
+                                                   num_cameras=len(CAMERAS) if num_cameras is None else num_cameras))
                 names.append(f"sdn{b}")
             elif tok == "gain4":
                 layers.append(GainLayer())
                 names.append(f"gain{b}")
+            elif tok == "sdnp":
+                layers.append(ParamSignalLayer())
+                names.append(f"sdnp{b}")
+            elif tok == "gainp":
+                layers.append(ParamGainLayer())
+                names.append(f"gainp{b}")
             else:
                 if gen is not None:
                     fork = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
@@ -116,18 +139,33 @@ class NoiseFlow(NoiseModel):
                 names.extend([f"conv1x1_{b}", f"coupling_{b}"])
         super().__init__(Compose(*layers), StandardNormal())
         self.arch, self.width, self.channels = arch, int(width), int(channels)
+        self.uses_measured_params = any(t in ("sdnp", "gainp") for t in tokens)
+        if self.uses_measured_params:  # nothing is indexed by ISO or camera
+            continuous_iso, num_cameras = True, None
         self.continuous_iso, self.seed = bool(continuous_iso), seed
+        self.num_cameras = None if num_cameras is None else int(num_cameras)
         self.layer_names = names
 
     # -- config ---------------------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
         return {"arch": self.arch, "width": self.width, "channels": self.channels,
-                "continuous_iso": self.continuous_iso, "seed": self.seed}
+                "continuous_iso": self.continuous_iso, "seed": self.seed, "num_cameras": self.num_cameras}
 
     @property
     def signal_dependent(self) -> bool:
         """Whether the noise distribution depends on the clean signal (has a signal-dependent layer)."""
-        return any(isinstance(m, SignalDependentLayer) for m in self.transform.layers)
+        return any(isinstance(m, (SignalDependentLayer, ParamSignalLayer)) for m in self.transform.layers)
+
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None,
+                       size: int = 8) -> tuple[Tensor, NoiseContext]:
+        """Noise and a context (with measured per-channel noise parameters when the arch uses them)."""
+        noise, ctx = super().example_inputs(batch_size, generator, size)
+        if self.uses_measured_params:
+            k = torch.tensor([2e-4, 1e-4, 3e-4, 1e-4], dtype=torch.float64)
+            nlf = torch.stack([k, k * 1e-2], dim=-1)[None] * torch.linspace(1, 4, batch_size,
+                                                                           dtype=torch.float64)[:, None, None]
+            ctx = ctx.with_nlf(nlf)
+        return noise, ctx
 
     def num_parameters(self, official: bool = False) -> int:
         """Free trainable values (LU triangles as vectors); ``official=True`` adds the unused scalars (§6)."""
@@ -184,8 +222,11 @@ def list_models() -> list[str]:
 
 def create_model(name: str = "noiseflow", **kwargs: Any) -> NoiseFlow:
     """A freshly initialised preset (``list_models()``); ``kwargs`` go to :class:`NoiseFlow`."""
+    if name in PARAM_PRESETS:
+        return NoiseFlow(arch=PARAM_PRESETS[name][0], **kwargs)
     if name not in PRESETS:
-        raise ConfigError(f"unknown Noise Flow preset {name!r}.", f"choose one of {', '.join(PRESETS)}.")
+        raise ConfigError(f"unknown Noise Flow preset {name!r}.",
+                          f"choose one of {', '.join([*PRESETS, *PARAM_PRESETS])}.")
     return NoiseFlow(arch=PRESETS[name][0], **kwargs)
 
 
@@ -202,3 +243,10 @@ def _register_preset(name: str) -> None:
 
 for _name in PRESETS:
     _register_preset(_name)
+
+
+@register_model("noiseflow_nlf", family="noise")
+def noiseflow_nlf(**overrides: Any) -> NoiseFlow:
+    """Noise Flow conditioned on measured per-channel noise parameters (K, σ²) instead of a camera one-hot:
+    the released architecture with ``sdnp``/``gainp`` layers; applies to cameras it never saw."""
+    return NoiseFlow(**{"arch": PARAM_PRESETS["noiseflow_nlf"][0], **overrides})
