@@ -34,6 +34,7 @@ def _jobs(device: str, quick: bool) -> list[list[str]]:
     if device == "cpu":
         jobs.append(["bench_denoise.py", *(["--steps", "8"] if quick else [])])
         jobs.append(["bench_wavelet_vs_glow.py", "--minutes", "1" if quick else "4"])
+        jobs.append(["bench_wavelet_parallel.py", "--minutes", "0.25,0.5" if quick else "0.5,1.0"])
     return jobs
 
 
@@ -104,6 +105,22 @@ def render_wvg(d: dict) -> list[str]:
     return lines
 
 
+def render_wavelet_parallel(d: dict) -> list[str]:
+    c = d["config"]
+    lines = [f"All levels at one wall-clock budget, {c['cpus']} CPUs ({c['parallel']} workers for `parallel`); "
+             "bits/dim on held-out built-in photos:", "",
+             "| preset | budget (min) | schedule | threads | wall (s) | bits/dim | level-steps/s | steps per level |"
+             " load |", "|---|---|---|---|---|---|---|---|---|"]
+    for preset, runs in d["runs"].items():
+        for name, rs in runs.items():
+            for r in rs:
+                steps = ", ".join(str(v) for v in r["level_steps"].values())
+                lines.append(f"| {preset} | {c['minutes'][preset]} | {name} | {r['threads']} | {r['wall_s']:.1f} | "
+                             f"{r['bpd']:.4f} | {r['level_steps_per_s']:.1f} | {steps} | "
+                             f"{r['loadavg_before']:.1f}→{r['loadavg_after']:.1f} |")
+    return lines
+
+
 def render_denoise(d: dict) -> list[str]:
     lines = ["| domain | synthesis patches/s | train, pre-generated | train, on-the-fly Noise Flow | slowdown |",
              "|---|---|---|---|---|"]
@@ -118,7 +135,7 @@ RENDERERS = {
     "glow_block": render_glow, "glow_block_cuda": render_glow,
     "noiseflow": render_noiseflow, "noiseflow_cuda": render_noiseflow,
     "wavelet": render_wavelet, "wavelet_cuda": render_wavelet,
-    "wavelet_vs_glow": render_wvg, "denoise": render_denoise,
+    "wavelet_vs_glow": render_wvg, "wavelet_parallel": render_wavelet_parallel, "denoise": render_denoise,
 }
 
 
