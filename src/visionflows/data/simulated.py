@@ -137,7 +137,8 @@ _Noise = Callable[[object, np.ndarray, np.random.Generator], tuple[np.ndarray, n
 def _make_split(n_images: int, photos: Sequence[str], pairs: Sequence[object], patch: int, patches_per_side: int,
                 rng: np.random.Generator, render: _Render, add_noise: _Noise,
                 index: Callable[[object], tuple[int, int]],
-                camera_names: Sequence[str] | None = None, physics: SensorPhysics | None = None) -> SimulatedSidd:
+                camera_names: Sequence[str] | None = None, physics: SensorPhysics | None = None,
+                cycle_pairs: bool = False) -> SimulatedSidd:
     crop = 2 * patch * patches_per_side  # RGB crop side; packed side = crop / 2
     cleans, noises, isos, cams, phs, nlfs = [], [], [], [], [], []
     images = {name: load_photo(name) for name in photos}
@@ -145,6 +146,8 @@ def _make_split(n_images: int, photos: Sequence[str], pairs: Sequence[object], p
         name = photos[i % len(photos)] if i < len(photos) else photos[int(rng.integers(len(photos)))]
         img = images[name]
         pair = pairs[int(rng.integers(len(pairs)))]
+        if cycle_pairs and i < len(pairs):  # every pair at least once (when there are enough images)
+            pair = pairs[i]
         h, w = img.shape[:2]
         side = min(crop, h // 2 * 2, w // 2 * 2)
         top = int(rng.integers(0, h - side + 1))
@@ -273,7 +276,8 @@ def make_zoo_dataset(
     Like :func:`make_simulated_dataset` (photo-disjoint split, ``patches_per_side``² patches per image), but
     each image is rendered by a zoo camera (:meth:`ZooCamera.spec`, :meth:`ZooCamera.sensor_params` with
     ``variance_scale`` and ``bits``) with ``physics``; the fixed-pattern maps start at a random sensor
-    position per image. ``camera`` indexes ``camera_names`` (the distinct cameras of ``pairs``, in order);
+    position per image; the first ``len(pairs)`` images of each split use every pair once, in order.
+    ``camera`` indexes ``camera_names`` (the distinct cameras of ``pairs``, in order);
     ``nlf`` [N, 4, 2] holds each patch's mapped profile (K_c, σ²_read,c). InputError for an unknown camera or
     ISO (nearest ones named).
     """
@@ -306,7 +310,7 @@ def make_zoo_dataset(
     train_seq, test_seq = np.random.SeedSequence(seed).spawn(2)
     return {
         "train": _make_split(n_train_images, train_photos, resolved, patch, patches_per_side,
-                             np.random.default_rng(train_seq), render, add_noise, index, names, physics),
+                             np.random.default_rng(train_seq), render, add_noise, index, names, physics, True),
         "test": _make_split(n_test_images, list(test_photos), resolved, patch, patches_per_side,
-                            np.random.default_rng(test_seq), render, add_noise, index, names, physics),
+                            np.random.default_rng(test_seq), render, add_noise, index, names, physics, True),
     }
