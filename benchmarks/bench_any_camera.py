@@ -3,10 +3,13 @@
 Runs :func:`visionflows.experiments.any_camera.effects_experiment` (five zoo cameras of five makers and formats,
 ISO 800 and 3200, one simulated data set per sensor-physics effect) and
 :func:`~visionflows.experiments.any_camera.zero_shot_experiment` (held out: 8 Fujifilm cameras; 8 small-sensor
-cameras), prints markdown tables and writes ``results/any_camera.json``. Every flow trains for ``--seconds`` of
+cameras) and :func:`~visionflows.experiments.any_camera.adaptation_experiment` (a new camera from k = 1, 4, 16
+images or dark + flat frames; the released Noise Flow gains a sixth camera), prints markdown tables and writes
+``results/any_camera.json``. Every flow trains for ``--seconds`` of
 wall clock on one thread (2-core machines: run nothing else at the same time).
 
-usage: python benchmarks/bench_any_camera.py [--what effects,zero-shot] [--seconds 60] [--profiles PATH]
+usage: python benchmarks/bench_any_camera.py [--what effects,zero-shot,adapt] [--seconds 60] [--profiles PATH]
+       [--figure docs/images/adaptation_nll_vs_k.png]
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from _common import RESULTS, machine  # noqa: E402
 from visionflows.cameras.darktable import load_darktable_profiles  # noqa: E402
 from visionflows.cameras.physics import EFFECTS, physics_from_names  # noqa: E402
 from visionflows.experiments.any_camera import (  # noqa: E402
+    adaptation_experiment,
     effects_experiment,
     holdout_cameras,
+    plot_adaptation,
     zero_shot_experiment,
 )
 from visionflows.io import atomic_write_text  # noqa: E402
@@ -33,6 +38,9 @@ from visionflows.io import atomic_write_text  # noqa: E402
 EFFECT_CAMERAS = ("Canon EOS 5D Mark III", "Nikon D850", "Fujifilm X-T2", "Olympus E-M1", "Sony DSC-RX100M3")
 EFFECT_ISOS = (800, 3200)
 ZERO_SHOT_ISOS = (800, 3200)
+ADAPT_CAMERA, ADAPT_ISO = "Sony ILCE-7M3", 3200
+OFFICIAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "anchors",
+                        "noiseflow_official")
 
 
 def _table(models: dict, floor: float | None = None) -> str:
@@ -51,7 +59,9 @@ def _spread(names: list[str], k: int) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--what", default="effects,zero-shot")
+    ap.add_argument("--what", default="effects,zero-shot,adapt")
+    ap.add_argument("--official", default=OFFICIAL, help="the official checkpoint folder (adaptation)")
+    ap.add_argument("--figure", default=None, help="PNG of NLL vs k (adaptation)")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--profiles", default=None)
     ap.add_argument("--threads", type=int, default=1)
@@ -82,6 +92,24 @@ def main() -> int:
             result["zero_shot"].append(res)
             print(f"\n### zero-shot, held out {by} = {value}: {', '.join(held)}\n\n{_table(res['models'])}",
                   flush=True)
+    if "adapt" in what:
+        from visionflows.noise.official import load_official
+
+        official = load_official(args.official).eval()
+        rest = [c.name for c in zoo if c.name != ADAPT_CAMERA]
+        res = adaptation_experiment(zoo, ADAPT_CAMERA, ADAPT_ISO, rest, physics_from_names("all"), official,
+                                    seconds=args.seconds, seed=args.seed)
+        result["adaptation"] = res
+        print(f"\n### adaptation to {ADAPT_CAMERA} at ISO {ADAPT_ISO} (held-out NLL, nats/dim)\n")
+        names = list(res["after"][str(res["ks"][0])])
+        print("| model | " + " | ".join(f"k = {k}" for k in res["ks"]) + " |")
+        print("|---|" + "---|" * len(res["ks"]))
+        for name in names:
+            print(f"| {name} | " + " | ".join(f"{res['after'][str(k)][name]:.4f}" for k in res["ks"]) + " |")
+        for name, v in {**res["before"], **res["reference"]}.items():
+            print(f"| {name} (no adaptation) | {v:.4f} |" + " |" * (len(res["ks"]) - 1))
+        if args.figure:
+            plot_adaptation(res, args.figure)
     result["wall_seconds"] = time.perf_counter() - t0
     atomic_write_text(args.out, json.dumps(result, indent=1, default=str))
     print(f"\nwrote {args.out} ({result['wall_seconds']:.0f} s)")

@@ -73,8 +73,10 @@ def test_mapping_into_packed_units() -> None:
     p = darktable.NoiseProfile("x", 100, (2e-5, 1e-5, -1e-6), (1e-7, -5e-8, 0.0))
     nlf = p.rgb_nlf(variance_scale=4.0, bits=14)
     dn2 = (1 / (16383 - 512)) ** 2
-    assert nlf[0] == pytest.approx([8e-5, 4e-7 + dn2])
-    assert nlf[1] == pytest.approx([4e-5, dn2])  # negative b: floor of one DN²
+    assert nlf[0] == pytest.approx([8e-5, 4e-7])
+    assert nlf[1] == pytest.approx([4e-5, dn2])  # negative b: floor of one DN² (here above one electron, K²)
+    high_iso = darktable.NoiseProfile("x", 6400, (5e-4, 5e-4, 5e-4), (1e-9, -1e-9, 1e-6))
+    assert high_iso.rgb_nlf()[:, 1] == pytest.approx([4e-6, 4e-6, 4e-6])  # at least one electron: K² = (2e-3)²
     assert nlf[2] == pytest.approx(nlf[1])  # an unfit channel (a <= 0) takes green's values
     packed = p.packed_nlf((0, 1, 2, 1))
     assert np.array_equal(packed[1], packed[3]) and packed[0][0] == pytest.approx(8e-5)

@@ -29,13 +29,17 @@ neighbouring pixels and lowers ``var(HH)``, so κ = 4 is a lower bound (for bili
 ``variance_scale = κ = 4`` and let the user change it.
 
 **Mapping into packed-Bayer units** (:meth:`NoiseProfile.packed_nlf`), per packed channel of colour c:
-``K_c = κ·a_c`` (shot-noise gain), ``σ²_read,c = κ·max(b_c, 0) + (1 DN)²`` at the assumed bit depth
-(:data:`ZOO_BITS`). Assumptions, each a choice we could not verify from the file:
+``K_c = κ·a_c`` (shot-noise gain), ``σ²_read,c = max(κ·b_c, K_c², (1 DN)²)`` at the assumed bit depth
+(:data:`ZOO_BITS`): at least one electron and one DN of read noise. Assumptions, each a choice we could not
+verify from the file:
 
 - R and B profiles contain demosaic leakage from green (colour-difference demosaicers), so per-channel
   ratios are not pure sensor properties; a channel written as ``a ≤ 0`` (unfit) takes green's (a, b).
-- ``b ≤ 0`` (967 of the 6,316 profiles have one) is a fit artefact of the clamped dark end; a floor
-  of one DN² keeps the read variance positive.
+- ``b ≤ 0`` (967 of the 6,316 profiles have one) is a fit artefact of the clamped dark end. The floor of
+  one electron (``K_c²``) and one DN² keeps the read variance positive and physical: without it the
+  simulated values sit on the electron lattice (read noise ≪ one electron, spacing ``K_c`` of a few DN at
+  high ISO), a comb that no real camera shows at this read noise and that only the simulator's exact
+  density could exploit.
 - Repeated measurements at one ISO are averaged per channel.
 - The file has no CFA, bit depth, black/white level, white balance or colour matrix: the zoo simulator uses
   RGGB, 14 bits, black 512 / white 16383, and the mean SIDD colour matrix and white balance.
@@ -125,7 +129,8 @@ class NoiseProfile:
         unfit = a <= 0
         a, b = np.where(unfit, a[1], a), np.where(unfit, b[1], b)
         dn2 = (1.0 / ((1 << bits) - 1 - ZOO_BLACK)) ** 2
-        return np.stack([variance_scale * a, variance_scale * np.maximum(b, 0.0) + dn2], axis=1)
+        k = variance_scale * a
+        return np.stack([k, np.maximum(np.maximum(variance_scale * b, k * k), dn2)], axis=1)
 
     def packed_nlf(self, colors: tuple[int, ...] = (0, 1, 2, 1), variance_scale: float = DEFAULT_VARIANCE_SCALE,
                    bits: int = ZOO_BITS) -> np.ndarray:

@@ -24,7 +24,7 @@ _RULES: dict[str, list[tuple[str, str]]] = {
               (r"^EOS ", "aps-c"), (r"G1 X Mark III", "aps-c"), (r"G1 X Mark II", "1-inch"),
               (r"PowerShot G(3|5|7|9) X", "1-inch"), (r"PowerShot", "small")],
     "dji": [(r".", "small")],
-    "fujifilm": [(r"^GFX", "medium"), (r"^(FinePix X10|X10|X20|X30|FinePix HS)", "small"),
+    "fujifilm": [(r"^GFX", "medium"), (r"^(FinePix X10|X10|X20|X30)$|^FinePix HS", "small"),
                  (r"^(X-|X100|X70|XF10|FinePix X100)", "aps-c")],
     "hasselblad": [(r"^L1D", "1-inch")],
     "leica": [(r"^(M |M10|M \(|Q|SL)", "full-frame"), (r"^X2$", "aps-c"), (r"^D-Lux", "four-thirds")],

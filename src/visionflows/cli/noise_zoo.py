@@ -1,8 +1,8 @@
-"""``visionflows noise cameras | simulate``: the darktable camera zoo from the command line.
+"""``visionflows noise cameras | simulate | adapt``: the darktable camera zoo and few-frame adaptation.
 
-A skin over :mod:`visionflows.cameras.darktable` (the profile file) and :mod:`visionflows.data.sensor` (the
-simulator). :func:`register_zoo` adds the actions to the ``noise`` sub-command (called by
-:mod:`visionflows.cli.noise`).
+A skin over :mod:`visionflows.cameras.darktable` (the profile file), :mod:`visionflows.data.sensor` (the
+simulator), :mod:`visionflows.data.adaptation` and :mod:`visionflows.noise.adapt`. :func:`register_zoo` adds
+the actions to the ``noise`` sub-command (called by :mod:`visionflows.cli.noise`).
 """
 
 from __future__ import annotations
@@ -79,6 +79,52 @@ def register_zoo(s: argparse._SubParsersAction) -> None:
     m.add_argument("--bits", type=_INT1, default=None, help="assumed bit depth of a zoo camera (default 14)")
     m.add_argument("--seed", type=_INT0, default=0)
     m.set_defaults(func=_simulate)
+
+    a = s.add_parser("adapt", help="add a new camera to a Noise Flow from a few noisy/clean pairs or dark+flat frames")
+    a.add_argument("--model", required=True, help="a Noise Flow model file, run dir or the official checkpoint "
+                   "folder (released architecture: a new camera column; noiseflow_nlf: measured parameters)")
+    a.add_argument("--data", required=True, help="folder of NAME_noisy.npy + NAME_clean.npy pairs and/or "
+                   "dark_*.npy + flat_*.npy frames (packed raw [4,H,W], normalised), or DNG files")
+    a.add_argument("--camera", required=True, help="name of the new camera")
+    a.add_argument("--out", required=True, help="the adapted model file (.safetensors)")
+    a.add_argument("--iso", type=_INT1, default=None,
+                   help="ISO of the frames (required for the released architecture unless the data are DNGs)")
+    a.add_argument("--steps", type=_INT1, default=150, help="optimiser steps on the camera's parameters")
+    a.add_argument("--lr", type=_positive_float, default=0.05)
+    a.add_argument("--patch", type=_INT1, default=32, help="patch side (packed pixels)")
+    a.add_argument("--seed", type=_INT0, default=0)
+    a.set_defaults(func=_adapt)
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    from visionflows.cli.noise import load_noise_model
+    from visionflows.data.adaptation import adaptation_patches, load_adaptation_folder
+    from visionflows.errors import ConfigError
+    from visionflows.io import save_model
+    from visionflows.noise.adapt import adapt_camera
+    from visionflows.noise.model import NoiseFlow
+    from visionflows.validation import check_input_dir
+
+    check_output_file(args.out, "--out", suffixes=[".safetensors"])
+    check_input_dir(args.data, "--data", "adaptation data folder")
+    model = load_noise_model(args.model)
+    if not isinstance(model, NoiseFlow):
+        raise ConfigError(f"{args.model} holds a {getattr(model, 'kind', '?')} model; only a Noise Flow has "
+                          "camera-specific parameters to adapt.", "pass a Noise Flow model file or run dir.")
+    data = load_adaptation_folder(args.data)
+    iso = args.iso if args.iso is not None else data.iso
+    if iso is None:
+        if not model.continuous_iso:
+            raise InputError("the frames' ISO is not known.", "pass --iso N (the ISO the frames were taken at).")
+        iso = 100
+    patches = adaptation_patches(data.pairs, args.patch)
+    new, info = adapt_camera(model, args.camera, patches["noise"], patches["clean"], iso, steps=args.steps,
+                             lr=args.lr, seed=args.seed)
+    path = save_model(new, args.out, extra={"adapted_camera": json.dumps({**info, "iso": iso, "data": data.kind,
+                                                                          "pairs": len(data)})})
+    print(json.dumps({"out": str(path), **info, "iso": iso, "data": data.kind, "pairs": len(data),
+                      "patches": int(patches["noise"].shape[0]), "cameras": list(new.camera_names)}))
+    return 0
 
 
 def _cameras(args: argparse.Namespace) -> int:

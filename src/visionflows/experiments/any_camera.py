@@ -70,7 +70,7 @@ def train_flow(model: NoiseFlow, data: SimulatedSidd, seconds: float = 60.0, max
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         step += 1
     model.eval()
     return {"steps": step, "seconds": time.perf_counter() - start,
@@ -109,12 +109,13 @@ def evaluate(models: dict[str, Any], test: SimulatedSidd, batch_size: int = 138,
     return out
 
 
-def nll_floor(zoo: CameraZoo, test: SimulatedSidd, physics: SensorPhysics, max_patches: int = 96) -> float | None:
-    """The simulator's marginal NLL (nats/dim) on the first ``max_patches`` test patches (normal approximation
+def nll_floor(zoo: CameraZoo, test: SimulatedSidd, physics: SensorPhysics,
+              max_patches: int | None = None) -> float | None:
+    """The simulator's marginal NLL (nats/dim) on the (first ``max_patches``) test patches (normal approximation
     above 1000 counts), or ``None`` when the physics has no tractable density."""
     if not physics.tractable or (physics.clip and not physics.quantise):
         return None
-    m = min(max_patches, test.clean.shape[0])
+    m = test.clean.shape[0] if max_patches is None else min(max_patches, test.clean.shape[0])
     total = 0.0
     for i in range(m):
         cam = zoo.camera(test.camera_names[int(test.camera[i])])
@@ -181,3 +182,101 @@ def zero_shot_experiment(zoo: CameraZoo, held_out: Sequence[str], train_cameras:
     return {"held_out": list(held_out), "n_train_cameras": len({n for n, _ in train_pairs}),
             "held_pairs": len(held_pairs), "test_patches": len(held["test"]), "training": logs,
             "models": evaluate(models, held["test"], seed=seed)}
+
+
+def _frames(zoo: CameraZoo, camera: str, iso: int, physics: SensorPhysics, k: int, seed: int,
+            size: int = 128) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k dark and k flat (level 0.3) simulated frames of ``camera`` as adaptation pairs."""
+    from visionflows.data.adaptation import frames_to_pairs
+    from visionflows.data.sensor import SensorSimulator
+
+    sim = SensorSimulator(zoo.camera(camera).sensor_params(iso), physics)
+    rng = np.random.default_rng(seed)
+    dark = [sim.simulate(np.zeros((4, size, size)), rng, origin=(int(rng.integers(4096)), 0)) for _ in range(k)]
+    flat = [sim.simulate(np.full((4, size, size), 0.3), rng, origin=(int(rng.integers(4096)), 0)) for _ in range(k)]
+    return frames_to_pairs(dark, flat)
+
+
+def adaptation_experiment(zoo: CameraZoo, camera: str, iso: int, train_cameras: Sequence[str],
+                          physics: SensorPhysics, official: NoiseFlow, ks: Sequence[int] = (1, 4, 16),
+                          n_zoo_train: int = 64, n_test: int = 16, seconds: float = 60.0, steps: int = 150,
+                          seed: int = 0) -> dict[str, Any]:
+    """Held-out NLL of a new ``camera`` before and after few-frame adaptation, for k images (16 patches of 32²
+    each) of noisy/clean pairs, or k dark + k flat frames.
+
+    Models: ``official`` (e.g. the released Noise Flow) with a sixth camera column (before: the mean column), and
+    the measured-parameter flow trained on ``train_cameras`` (before: the median parameters of its training
+    cameras); references: a per-channel heteroscedastic Gaussian fitted on the same k pairs, and the camera NLF
+    with the camera's darktable profile.
+    """
+    from visionflows.data.adaptation import adaptation_patches
+    from visionflows.noise.adapt import adapt_camera, add_camera
+
+    data = make_zoo_dataset(zoo, [(camera, iso)], max(ks), n_test, physics=physics, seed=seed)
+    train, test = data["train"], data["test"]
+    pairs = [(n, iso) for n in train_cameras if iso in zoo.camera(n).isos and n != camera]
+    zoo_data = make_zoo_dataset(zoo, pairs, n_zoo_train, 0, physics=physics, seed=seed + 1)["train"]
+    flow = create_model("noiseflow_nlf", seed=seed)
+    log = train_flow(flow, zoo_data, seconds, seed=seed)
+
+    def test_nll(model: Any, name: str | int, nlf: bool = False) -> float:
+        ctx = zoo_context(test, slice(None)) if nlf else model.context(test.clean, iso, name)
+        return float((-model.log_prob(test.noise, ctx) / test.noise[0].numel()).mean())
+
+    before_flow = add_camera(flow, camera)
+    before_flow.camera_nlf[-1] = zoo_data.nlf.median(dim=0).values
+    out: dict[str, Any] = {"camera": camera, "iso": iso, "ks": list(ks), "zoo_training": log,
+                           "n_train_cameras": len({n for n, _ in pairs}), "test_patches": len(test),
+                           "reference": {"Camera NLF (profile)": test_nll(CameraNLF(), 0, nlf=True)},
+                           "before": {"official + new camera (mean column)": test_nll(add_camera(official, camera),
+                                                                                      camera),
+                                      "measured-params flow (median parameters)": test_nll(before_flow, camera)},
+                           "after": {}}
+    per_image = train.clean.shape[0] // max(ks)
+    for k in ks:
+        n = k * per_image
+        sets = {"pairs": (train.noise[:n], train.clean[:n])}
+        p = adaptation_patches(_frames(zoo, camera, iso, physics, k, seed + 7 + k))
+        sets["dark+flat"] = (p["noise"], p["clean"])
+        row: dict[str, float] = {}
+        for kind, (noise, clean) in sets.items():
+            for label, model in (("official + new camera", official), ("measured-params flow", flow)):
+                adapted, _ = adapt_camera(model, camera, noise, clean, iso, steps=steps, seed=seed)
+                row[f"{label} ({kind})"] = test_nll(adapted, camera)
+            hetero = HeteroscedasticNoise(num_cameras=1, isos=(iso,), per_channel=True)
+            hetero.fit(noise, clean, iso, torch.zeros(noise.shape[0], dtype=torch.long))
+            row[f"heteroscedastic fit ({kind})"] = float(
+                (-hetero.eval().log_prob(test.noise, test.clean, iso, 0) / test.noise[0].numel()).mean())
+        out["after"][str(k)] = row
+    return out
+
+
+def plot_adaptation(result: dict[str, Any], path: str) -> None:
+    """NLL vs k (log axis) of :func:`adaptation_experiment` as a PNG: one line per model and data kind, dashed
+    lines for the unadapted starts and the camera NLF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = result["ks"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    names = list(result["after"][str(ks[0])])
+    models = list(dict.fromkeys(n.split(" (")[0] for n in names))
+    for name in names:
+        color = f"C{models.index(name.split(' (')[0])}"
+        ax.plot(ks, [result["after"][str(k)][name] for k in ks], marker="o", color=color,
+                ls="-" if "(pairs)" in name else "--", label=name)
+    for j, (name, v) in enumerate({**result["before"], **result["reference"]}.items()):
+        ax.axhline(v, color=f"C{7 + j}", ls=":", lw=1.2, label=f"{name}: {v:.3f}")
+    ax.set_xscale("log")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("k (images of 16 patches, or k dark + k flat frames)")
+    ax.set_ylabel("held-out NLL (nats/dim)")
+    ax.set_title(f"Adapting to {result['camera']} at ISO {result['iso']}")
+    lo = min(min(r.values()) for r in result["after"].values())
+    ax.set_ylim(lo - 0.05, lo + 0.6)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -9,6 +9,7 @@ Every noise model of :mod:`visionflows.noise` (flows and baselines) is a :class:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -103,6 +104,7 @@ class NoiseFlow(NoiseModel):
         continuous_iso: bool = False,
         seed: int | None = 0,
         num_cameras: int | None = len(CAMERAS),
+        camera_names: Sequence[str] | None = None,
     ) -> None:
         tokens = [t.strip() for t in arch.split("|") if t.strip()]
         unknown = [t for t in tokens if t not in _TOKENS]
@@ -145,11 +147,45 @@ class NoiseFlow(NoiseModel):
         self.continuous_iso, self.seed = bool(continuous_iso), seed
         self.num_cameras = None if num_cameras is None else int(num_cameras)
         self.layer_names = names
+        if camera_names is None:
+            n = self.num_cameras or 0
+            camera_names = CAMERAS[:n] + tuple(f"camera {i}" for i in range(len(CAMERAS), n))
+        self.camera_names = tuple(str(c) for c in camera_names)
+        if self.num_cameras is not None and len(self.camera_names) != self.num_cameras:
+            raise ConfigError(f"{len(self.camera_names)} camera names for {self.num_cameras} cameras.",
+                              "give one name per camera column.")
+        if self.uses_measured_params:  # measured (K, σ²) per channel of registered cameras (`noise adapt`)
+            self.register_buffer("camera_nlf", torch.zeros(len(self.camera_names), channels, 2, dtype=torch.float64))
 
     # -- config ---------------------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
         return {"arch": self.arch, "width": self.width, "channels": self.channels,
-                "continuous_iso": self.continuous_iso, "seed": self.seed, "num_cameras": self.num_cameras}
+                "continuous_iso": self.continuous_iso, "seed": self.seed, "num_cameras": self.num_cameras,
+                "camera_names": list(self.camera_names)}
+
+    def camera_index(self, name: str) -> int:
+        """Index of camera ``name`` among :attr:`camera_names` (case-insensitive; SIDD codes too)."""
+        for i, c in enumerate(self.camera_names):
+            if c.lower() == name.strip().lower():
+                return i
+        raise InputError(f"this model has no camera {name!r}.",
+                         f"use one of {', '.join(self.camera_names) or 'none (pass measured noise parameters)'}, "
+                         "or add it with `visionflows noise adapt`.")
+
+    def context(self, clean: Tensor | NoiseContext, iso: Any = None, camera: Any = None,
+                noise: Tensor | None = None, nlf: Any = None) -> NoiseContext:
+        """:meth:`NoiseModel.context`, with camera names of this model (e.g. an adapted sixth camera) and, for a
+        measured-parameter model, the registered cameras' (K, σ²) when no ``nlf`` is given."""
+        if isinstance(camera, str) and camera.strip().upper() not in CAMERAS:
+            camera = self.camera_index(camera)
+        elif isinstance(camera, (list, tuple)) and any(isinstance(c, str) for c in camera):
+            camera = [self.camera_index(c) if isinstance(c, str) and c.strip().upper() not in CAMERAS else c
+                      for c in camera]
+        ctx = super().context(clean, iso, camera, noise=noise, nlf=nlf)
+        if self.uses_measured_params and ctx.nlf is None and len(self.camera_names):
+            if bool((ctx.camera < len(self.camera_names)).all()):
+                ctx = ctx.with_nlf(self.camera_nlf[ctx.camera.to(self.camera_nlf.device)].to(ctx.clean.device))
+        return ctx
 
     @property
     def signal_dependent(self) -> bool:
