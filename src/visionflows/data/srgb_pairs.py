@@ -1,18 +1,20 @@
-"""Real sRGB noisy/clean image pairs: discovery, validation, held-out split by image, random aligned patches.
+"""Real sRGB noisy/clean image pairs: loading, validation, held-out splits (by image or by camera), tiles and
+random aligned patches.
 
-Layout (as ``shared/data/srgb_pairs/{sidd_crops,cc15}``): a folder (searched recursively) of aligned
-``<stem>_noisy.png`` / ``<stem>_clean.png`` pairs. Camera and ISO are parsed from stems like
-``{camera}_iso{N}_{k}`` (e.g. ``d800_iso3200_1``); other stems (``0``, ``11``) have unknown camera and ISO.
+Pairs are found in the layouts real-noise datasets are published in (SIDD sRGB, PolyU, Nam, ours, a CSV
+manifest; :mod:`visionflows.data.srgb_layouts`), 8-bit PNG or JPEG. Camera and ISO come from the names where the
+layout has them (``d800_iso3200_1``, SIDD's scene folders, PolyU's ``Camera_F_Shutter_ISO_Scene_Index``).
 
 Every problem names the file: a missing partner, a size mismatch, an unreadable or oversized image and pairs
-whose content is visibly shifted (misaligned) raise :class:`~visionflows.errors.DataError`. Images are decoded
-by :func:`visionflows.data.images.read_image_array`, like every image in the package: 16-bit PNGs are scaled to
+whose content is visibly shifted (misaligned) raise :class:`~visionflows.errors.DataError`, or with
+``on_error="skip"`` are left out with one warning naming them. Images are decoded by
+:func:`visionflows.data.images.read_image_array`, like every image in the package: 16-bit PNGs are scaled to
 8 bits (``v >> 8``), greyscale is repeated to RGB, alpha is dropped.
 """
 
 from __future__ import annotations
 
-import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,58 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from visionflows.data.srgb_layouts import LAYOUTS, SRGBPair, check_on_error, detect_layout, find_pairs, parse_stem
 from visionflows.errors import DataError, InputError
 
-__all__ = ["SRGBPair", "SRGBPairs", "find_pairs", "read_png_u8", "check_alignment", "load_pairs", "parse_stem"]
-
-_STEM_RE = re.compile(r"^(?P<camera>[A-Za-z0-9]+)_iso(?P<iso>\d+)(?:_.*)?$", re.IGNORECASE)
-
-
-def parse_stem(stem: str) -> tuple[str | None, int | None]:
-    """``'d800_iso3200_1'`` → ``('d800', 3200)``; stems without ``_iso`` → ``(None, None)``."""
-    m = _STEM_RE.match(stem)
-    if not m:
-        return None, None
-    return m.group("camera").lower(), int(m.group("iso"))
-
-
-@dataclass(frozen=True)
-class SRGBPair:
-    """One pair of files; ``name`` is the stem relative to the root (``cc15/d800_iso3200_1``)."""
-
-    name: str
-    noisy_path: Path
-    clean_path: Path
-    camera: str | None = None
-    iso: int | None = None
-
-
-def find_pairs(root: str | Path) -> list[SRGBPair]:
-    """All ``*_noisy.png`` / ``*_clean.png`` pairs under ``root`` (recursive), sorted by name.
-
-    Raises DataError if ``root`` is missing, holds no pairs, or a file has no partner.
-    """
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise DataError(f"sRGB pair folder {root} is a file, not a folder.",
-                        "pass a folder of <name>_noisy.png / <name>_clean.png pairs.")
-    if not root.is_dir():
-        raise DataError(f"sRGB pair folder {root} does not exist.",
-                        "pass a folder of <name>_noisy.png / <name>_clean.png pairs.")
-    noisy = {p.with_name(p.name[: -len("_noisy.png")]): p for p in root.rglob("*_noisy.png")}
-    clean = {p.with_name(p.name[: -len("_clean.png")]): p for p in root.rglob("*_clean.png")}
-    for stem in sorted(set(noisy) ^ set(clean)):
-        have, want = (noisy[stem], "clean") if stem in noisy else (clean[stem], "noisy")
-        raise DataError(f"{have} has no {want} partner (expected {stem.name}_{want}.png next to it).",
-                        f"add the {want} image or remove the orphan file.")
-    if not noisy:
-        raise DataError(f"no *_noisy.png / *_clean.png pairs found under {root}.",
-                        "check the folder; files must be named <name>_noisy.png and <name>_clean.png.")
-    pairs = []
-    for stem in sorted(noisy, key=lambda s: str(s.relative_to(root))):
-        cam, iso = parse_stem(stem.name)
-        pairs.append(SRGBPair(str(stem.relative_to(root)), noisy[stem], clean[stem], cam, iso))
-    return pairs
+__all__ = ["LAYOUTS", "SRGBPair", "SRGBPairs", "find_pairs", "detect_layout", "read_png_u8", "check_alignment",
+           "load_pairs", "parse_stem"]
 
 
 def read_png_u8(path: str | Path) -> np.ndarray:
@@ -115,7 +70,8 @@ def check_alignment(noisy: np.ndarray, clean: np.ndarray, name: str, max_shift: 
 
 @dataclass
 class SRGBPairs:
-    """Loaded pairs: ``noisy``/``clean`` lists of ``uint8 [H, W, 3]``; ``cameras`` / ``isos`` per image."""
+    """Loaded pairs: ``noisy``/``clean`` lists of ``uint8 [H, W, 3]``; ``cameras`` / ``isos`` per image (None =
+    unknown); ``layout`` the layout they were read in."""
 
     names: list[str]
     noisy: list[np.ndarray]
@@ -123,6 +79,7 @@ class SRGBPairs:
     cameras: list[str | None]
     isos: list[int | None]
     root: str = ""
+    layout: str = ""
     _weights: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -131,7 +88,51 @@ class SRGBPairs:
     def subset(self, idx: Sequence[int]) -> SRGBPairs:
         idx = list(idx)
         return SRGBPairs([self.names[i] for i in idx], [self.noisy[i] for i in idx], [self.clean[i] for i in idx],
-                         [self.cameras[i] for i in idx], [self.isos[i] for i in idx], self.root)
+                         [self.cameras[i] for i in idx], [self.isos[i] for i in idx], self.root, self.layout)
+
+    def summary(self) -> dict:
+        """``{"layout", "pairs", "pixels", "cameras": {name: pairs}, "isos": {iso: pairs}}`` (unknown = ``"?"``)."""
+        cams: dict[str, int] = {}
+        isos: dict[str, int] = {}
+        for c, i in zip(self.cameras, self.isos):
+            cams[c or "?"] = cams.get(c or "?", 0) + 1
+            isos[str(i) if i else "?"] = isos.get(str(i) if i else "?", 0) + 1
+        return {"layout": self.layout, "pairs": len(self), "pixels": int(sum(a.shape[0] * a.shape[1]
+                                                                            for a in self.noisy)),
+                "cameras": dict(sorted(cams.items())), "isos": dict(sorted(isos.items(), key=lambda kv: kv[0]))}
+
+    def camera_split(self, camera: str) -> tuple[SRGBPairs, SRGBPairs]:
+        """``(pairs of every other camera, pairs of camera)`` (leave-one-camera-out; pairs of unknown camera stay
+        on the training side). DataError if ``camera`` has no pairs or nothing is left to train on."""
+        cam = str(camera).lower()
+        held = [i for i, c in enumerate(self.cameras) if c == cam]
+        if not held:
+            known = sorted({c for c in self.cameras if c})
+            raise DataError(f"no pairs of camera {camera!r} in {self.root or 'the data'} (cameras: "
+                            f"{', '.join(known) or 'none known'}).", "pass one of the cameras listed.")
+        rest = [i for i in range(len(self)) if i not in set(held)]
+        if not rest:
+            raise DataError(f"every pair is of camera {camera!r}: nothing is left to train on.",
+                            "add pairs of other cameras.")
+        return self.subset(rest), self.subset(held)
+
+    def tiles(self, size: int) -> SRGBPairs:
+        """Each image cut into non-overlapping ``size``×``size`` tiles (the remainder dropped; images smaller than
+        ``size`` kept whole), named ``<name>#<k>``, with the image's camera and ISO."""
+        out = SRGBPairs([], [], [], [], [], self.root, self.layout)
+        for i in range(len(self)):
+            h, w = self.noisy[i].shape[:2]
+            if h < size or w < size:
+                spots = [(0, 0, h, w)]
+            else:
+                spots = [(t, l, size, size) for t in range(0, h - size + 1, size) for l in range(0, w - size + 1, size)]
+            for k, (t, l, th, tw) in enumerate(spots):
+                out.names.append(f"{self.names[i]}#{k}")
+                out.noisy.append(self.noisy[i][t : t + th, l : l + tw])
+                out.clean.append(self.clean[i][t : t + th, l : l + tw])
+                out.cameras.append(self.cameras[i])
+                out.isos.append(self.isos[i])
+        return out
 
     def split(self, test_fraction: float = 0.25, seed: int = 0) -> tuple[SRGBPairs, SRGBPairs]:
         """Held-out split by image, stratified by (camera, ISO): in each group of n images,
@@ -210,20 +211,39 @@ class SRGBPairs:
                 "camera": [cam[k] for k in idx]}
 
 
-def load_pairs(root: str | Path, check_aligned: bool = True) -> SRGBPairs:
-    """Load and validate every pair under ``root`` (see :func:`find_pairs`); DataError naming the bad file."""
-    pairs = find_pairs(root)
+def load_pairs(root: str | Path, check_aligned: bool = True, layout: str = "auto",
+               on_error: str = "stop") -> SRGBPairs:
+    """Load and validate every pair under ``root`` (a folder in ``layout``, or a CSV manifest; see
+    :func:`find_pairs`). A pair that cannot be read, whose images differ in size or that is misaligned raises
+    DataError naming the file (``on_error="stop"``) or is skipped with one warning naming each (``"skip"``)."""
+    check_on_error(on_error)
+    layout = detect_layout(root) if layout == "auto" else layout
+    pairs = find_pairs(root, layout, on_error)
     names, noisy, clean, cams, isos = [], [], [], [], []
+    skipped: list[str] = []
     for p in pairs:
-        a, b = read_png_u8(p.noisy_path), read_png_u8(p.clean_path)
-        if a.shape != b.shape:
-            raise DataError(f"pair {p.name}: {p.noisy_path} is {a.shape[1]}x{a.shape[0]} but {p.clean_path} is "
-                            f"{b.shape[1]}x{b.shape[0]}.", "the noisy and clean images must have the same size.")
-        if check_aligned:
-            check_alignment(a, b, str(p.noisy_path))
+        try:
+            a, b = read_png_u8(p.noisy_path), read_png_u8(p.clean_path)
+            if a.shape != b.shape:
+                raise DataError(f"pair {p.name}: {p.noisy_path} is {a.shape[1]}x{a.shape[0]} but {p.clean_path} "
+                                f"is {b.shape[1]}x{b.shape[0]}.", "the noisy and clean images must have the same "
+                                "size (or pass --on-error skip to leave the pair out).")
+            if check_aligned:
+                check_alignment(a, b, str(p.noisy_path))
+        except DataError as err:
+            if on_error == "stop":
+                raise
+            skipped.append(err.problem)
+            continue
         names.append(p.name)
         noisy.append(a)
         clean.append(b)
         cams.append(p.camera)
         isos.append(p.iso)
-    return SRGBPairs(names, noisy, clean, cams, isos, str(root))
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} bad pair(s) of {len(pairs)} under {root}: " + " | ".join(skipped[:10])
+                      + (" ..." if len(skipped) > 10 else ""), stacklevel=2)
+    if not names:
+        raise DataError(f"none of the {len(pairs)} pair(s) under {root} could be used.",
+                        "fix the files named in the warnings.")
+    return SRGBPairs(names, noisy, clean, cams, isos, str(root), layout)
