@@ -1,4 +1,10 @@
-"""``visionflows srgb-noise train|eval|experiment``: sRGB Noise Flow on real 8-bit noisy/clean pairs.
+"""``visionflows srgb-noise info|train|eval|adapt|cameras|experiment``: sRGB Noise Flow on real 8-bit pairs.
+
+``--data`` is a dataset as published (SIDD sRGB, PolyU, Nam, ``*_noisy``/``*_clean``; PNG or JPEG; ``--layout``
+names it when auto-detection cannot) or a CSV manifest. ``--holdout-camera NAME`` trains on / evaluates the
+other cameras against that one; ``adapt`` fits a trained flow's camera-specific part from k pairs of a new
+camera (:mod:`visionflows.noise.srgb.adapt`); ``cameras`` runs the whole leave-one-camera-out study
+(:mod:`visionflows.experiments.srgb_cameras`).
 
 A skin over :mod:`visionflows.noise.srgb` (the model and its training task on the shared trainer),
 :mod:`visionflows.noise.fitting` (the baselines) and :mod:`visionflows.data.srgb_pairs`; every input is checked
@@ -12,6 +18,7 @@ import json
 from pathlib import Path
 
 from visionflows.cli.common import add_trainer_args, check_train_args
+from visionflows.data.srgb_layouts import LAYOUTS
 from visionflows.errors import ConfigError
 from visionflows.validation import (
     NON_NEGATIVE_INT,
@@ -19,6 +26,7 @@ from visionflows.validation import (
     POSITIVE_INT,
     Range,
     check_input_dir,
+    check_input_file,
     check_model_file,
     check_output_dir,
     number_arg,
@@ -34,17 +42,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("srgb-noise", help="sRGB Noise Flow: train, evaluate (NLL/KL), experiment")
     sub = p.add_subparsers(dest="srgb_command", metavar="SUBCOMMAND")
 
-    def common(q: argparse.ArgumentParser, seed: bool = True) -> None:
-        q.add_argument("--data", required=True, help="folder of *_noisy.png / *_clean.png pairs (searched recursively)")
+    def data_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--data", required=True, help="folder of noisy/clean pairs, searched recursively (SIDD sRGB "
+                       "*_NOISY_SRGB_*/*_GT_SRGB_*, PolyU/Nam *_real/*_mean, *_noisy/*_clean; PNG or JPEG), or a "
+                       "CSV manifest (columns noisy, clean, camera, iso)")
+        q.add_argument("--layout", choices=["auto", *LAYOUTS], default="auto",
+                       help="the dataset's layout (default: detected)")
+        q.add_argument("--on-error", choices=["stop", "skip"], default="stop",
+                       help="unreadable, differently sized, misaligned or unpaired files: stop (default) or skip "
+                            "them with a warning")
+
+    def common(q: argparse.ArgumentParser, seed: bool = True, holdout: bool = True) -> None:
+        data_args(q)
         q.add_argument("--patch", type=_PATCH, default=32, help="patch side in pixels")
         q.add_argument("--test-fraction", type=number_arg(OPEN_UNIT), default=0.25,
-                       help="held-out fraction of images, in (0, 1)")
+                       help="held-out fraction of images, in (0, 1) (ignored with --holdout-camera)")
+        if holdout:
+            q.add_argument("--holdout-camera", metavar="NAME",
+                           help="leave this camera out: train on the other cameras, test on its pairs")
         if seed:
             q.add_argument("--seed", type=number_arg(NON_NEGATIVE_INT), default=0)
+
+    def adapt_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--tile", type=number_arg(NON_NEGATIVE_INT), default=256,
+                       help="cut the camera's pairs into tiles of this side first; a 'pair' is then one tile "
+                            "(0 = whole pairs; default 256)")
+        q.add_argument("--adapt-steps", type=number_arg(NON_NEGATIVE_INT), default=200,
+                       help="adaptation steps (default 200)")
+        q.add_argument("--adapt-lr", type=number_arg(Range(low=0, low_open=True)), default=0.01)
+
+    i = sub.add_parser("info", help="the pairs a --data path holds: layout, count, cameras, ISOs")
+    data_args(i)
+    i.set_defaults(func=_info)
 
     t = sub.add_parser("train", help="train an sRGB Noise Flow on the training split (shared trainer)")
     common(t, seed=False)
     t.add_argument("--width", type=_INT1, default=4, help="coupling-network width")
+    t.add_argument("--preset", choices=["srgb_noiseflow", "srgb_noiseflow_spatial"], default="srgb_noiseflow",
+                   help="architecture: the paper's released model (default) or with spatial couplings and ActNorm")
+    t.add_argument("--unknown-prob", type=number_arg(Range(low=0, high=1, high_open=True)), default=0.0,
+                   help="train the 'unknown' camera/ISO entries: replace each patch's camera (and ISO) by unknown "
+                        "with this probability (what an unseen camera gets; default 0)")
     add_trainer_args(t, steps=2000, lr=1e-3, batch_size=32,
                      seed_help="seed of the training and of the train/test split (default 0)")
     t.set_defaults(func=_train)
@@ -55,7 +93,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True)
     e.add_argument("--max-patches", type=_INT1, default=1024)
     e.add_argument("--no-baselines", action="store_true", help="skip the baselines fitted on the training split")
+    e.add_argument("--k", type=_INT1, action="append", default=[],
+                   help="with --holdout-camera: also adapt each flow on k pairs of the camera, and fit the "
+                        "heteroscedastic baseline on them (repeatable, e.g. --k 1 --k 4)")
+    e.add_argument("--folds", type=_INT1, default=3, help="with --k: adaptation folds over the camera's images")
+    adapt_args(e)
     e.set_defaults(func=_eval)
+
+    a = sub.add_parser("adapt", help="fit a trained sRGB flow's camera-specific part from k pairs of a new camera")
+    data_args(a)
+    a.add_argument("--model", required=True, help="trained sRGB Noise Flow (file or run dir)")
+    a.add_argument("--camera", required=True, help="the camera's name (as in the data; may be new to the model)")
+    a.add_argument("--k", type=_INT1, required=True, help="number of pairs of the camera to adapt on")
+    a.add_argument("--out", required=True, help="adapted model file (.safetensors)")
+    a.add_argument("--patch", type=_PATCH, default=32, help="patch side in pixels")
+    a.add_argument("--batch-size", type=_INT1, default=32)
+    a.add_argument("--seed", type=number_arg(NON_NEGATIVE_INT), default=0)
+    adapt_args(a)
+    a.set_defaults(func=_adapt)
+
+    c = sub.add_parser("cameras", help="leave-one-camera-out study: train per held-out camera, zero-shot and "
+                       "adapted NLL/KL vs k, table and figure (run_camera_study)")
+    data_args(c)
+    c.add_argument("--out", required=True)
+    c.add_argument("--camera", action="append", default=[], help="held-out camera (repeatable; default: all)")
+    c.add_argument("--k", type=_INT1, action="append", default=[], help="pairs to adapt on (default 1 and 4)")
+    c.add_argument("--flow-steps", type=_INT1, default=600)
+    c.add_argument("--folds", type=_INT1, default=3)
+    c.add_argument("--preset", choices=["srgb_noiseflow", "srgb_noiseflow_spatial"], default="srgb_noiseflow_spatial")
+    c.add_argument("--unknown-prob", type=number_arg(Range(low=0, high=1, high_open=True)), default=0.2)
+    c.add_argument("--patch", type=_PATCH, default=32)
+    c.add_argument("--seed", type=number_arg(NON_NEGATIVE_INT), default=0)
+    adapt_args(c)
+    c.set_defaults(func=_cameras)
 
     x = sub.add_parser("experiment", help="noise models + denoisers trained with their noise (run_srgb_experiment)")
     common(x)
@@ -73,7 +143,6 @@ def _check_srgb_model(path: str) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from visionflows.data.srgb_pairs import load_pairs
     from visionflows.noise.srgb import SRGBNoiseTask
     from visionflows.training import train
 
@@ -82,29 +151,35 @@ def _train(args: argparse.Namespace) -> int:
         raise ConfigError(f"srgb-noise train runs on the CPU only (got --device {cfg.device}).",
                           "drop --device or pass --device cpu.")
     cfg.device = "cpu"
-    check_input_dir(args.data, "--data", "folder of sRGB pairs")
-    train_pairs, test_pairs = load_pairs(args.data).split(args.test_fraction, cfg.seed)
-    task = SRGBNoiseTask(train_pairs, cfg.batch_size, args.patch, test_pairs, width=args.width, seed=cfg.seed)
+    from visionflows.registry import create_model
+
+    train_pairs, test_pairs = _split(args, _load(args), cfg.seed)
+    proto = create_model(args.preset)
+    task = SRGBNoiseTask(train_pairs, cfg.batch_size, args.patch, test_pairs, arch=proto.arch, width=args.width,
+                         seed=cfg.seed, norm=proto.norm, unknown_prob=args.unknown_prob)
     result = train(task, cfg, args.run_dir, resume=args.resume, overwrite=args.overwrite)
     print(json.dumps({"step": result.step, "run_dir": str(result.run_dir), **result.eval_metrics}))
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from visionflows.data.srgb_pairs import load_pairs
     from visionflows.denoise.evaluate import model_name, write_table
     from visionflows.io import load_model
     from visionflows.noise.fitting import fit_srgb_baselines
     from visionflows.noise.srgb import evaluate_srgb_noise_models
 
     check_output_dir(args.out, "--out")
-    check_input_dir(args.data, "--data", "folder of sRGB pairs")
+    _check_data(args)
+    if args.k and not args.holdout_camera:
+        raise ConfigError("--k adapts to a held-out camera.", "pass --holdout-camera NAME with --k, or drop --k.")
     if args.no_baselines and not args.model:
         raise ConfigError("nothing to evaluate: --no-baselines and no --model.",
                           "pass --model FILE or drop --no-baselines.")
     paths = [_check_srgb_model(path) for path in args.model]
     models = {model_name(path): load_model(path) for path in paths}
-    train_pairs, test_pairs = load_pairs(args.data).split(args.test_fraction, args.seed)
+    if args.holdout_camera:
+        return _eval_holdout(args, models)
+    train_pairs, test_pairs = _split(args, _load(args), args.seed)
     if not args.no_baselines:
         gauss, hetero = fit_srgb_baselines(train_pairs, args.patch, args.seed)
         models = {"gaussian": gauss, "heteroscedastic": hetero, **models}
@@ -117,11 +192,104 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_data(args: argparse.Namespace) -> None:
+    from visionflows.errors import DataError
+
+    if str(args.data).lower().endswith(".csv") or args.layout == "manifest" and Path(args.data).is_file():
+        check_input_file(args.data, "--data", "CSV manifest", error=DataError)
+    else:
+        check_input_dir(args.data, "--data", "folder of sRGB pairs (or a .csv manifest)")
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202
+    from visionflows.data.srgb_pairs import load_pairs
+
+    _check_data(args)
+    return load_pairs(args.data, layout=args.layout, on_error=args.on_error)
+
+
+def _split(args: argparse.Namespace, pairs, seed: int):  # noqa: ANN001, ANN202
+    """(train, test): the other cameras / the held-out camera, or the split by image."""
+    if getattr(args, "holdout_camera", None):
+        return pairs.camera_split(args.holdout_camera)
+    return pairs.split(args.test_fraction, seed)
+
+
+def _info(args: argparse.Namespace) -> int:
+    s = _load(args).summary()
+    fmt = lambda d: ", ".join(f"{k} ({v})" for k, v in d.items())  # noqa: E731
+    print(f"{args.data}: layout {s['layout']}, {s['pairs']} pairs, {s['pixels'] / 1e6:.1f} Mpixel")
+    print(f"  cameras: {fmt(s['cameras'])}")
+    print(f"  ISOs:    {fmt(s['isos'])}")
+    return 0
+
+
+def _eval_holdout(args: argparse.Namespace, models: dict) -> int:
+    from visionflows.denoise.evaluate import write_table
+    from visionflows.experiments.srgb_cameras import score_held_camera
+
+    rest, held = _split(args, _load(args), args.seed)
+    rows = score_held_camera(models, rest, held, args.holdout_camera.lower(), tuple(args.k), args.folds,
+                             args.tile or None, args.adapt_steps, args.adapt_lr, args.patch, args.max_patches,
+                             args.seed, baselines=not args.no_baselines)
+    write_table([{k: v for k, v in r.items() if k != "per_fold"} for r in rows], args.out, "noise_models",
+                f"held-out camera {args.holdout_camera} ({len(held)} pairs); models trained on the other "
+                f"cameras; k = pairs of the camera adapted on")
+    print((Path(args.out) / "noise_models.txt").read_text(), end="")
+    return 0
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    from visionflows.errors import DataError
+    from visionflows.experiments.srgb_cameras import adaptation_pool
+    from visionflows.io import load_model, save_model
+    from visionflows.noise.srgb import SRGBNoiseFlow, adapt_srgb_flow
+
+    check_output_dir(Path(args.out).parent, "--out")
+    model = load_model(_check_srgb_model(args.model))
+    if not isinstance(model, SRGBNoiseFlow):
+        raise ConfigError(f"--model {args.model} is a {type(model).__name__}, which has no camera entries to adapt.",
+                          "pass a trained sRGB Noise Flow (visionflows srgb-noise train).")
+    pairs = _load(args)
+    cam = args.camera.lower()
+    mine = [i for i, c in enumerate(pairs.cameras) if c == cam]
+    if not mine:
+        raise DataError(f"no pairs of camera {args.camera!r} under {args.data} (cameras: "
+                        f"{', '.join(sorted({c for c in pairs.cameras if c})) or 'none known'}).",
+                        "pass a camera listed by `visionflows srgb-noise info`.")
+    pool = adaptation_pool(pairs.subset(mine), args.tile or None, args.seed)
+    if args.k > len(pool):
+        raise DataError(f"--k {args.k} but camera {args.camera} has {len(pool)} pair(s)"
+                        + (f" (cut into tiles of at most {args.tile}x{args.tile})" if args.tile else "") + ".",
+                        "pass a smaller --k (or a smaller --tile).")
+    kp = pool.subset(range(args.k))
+    adapted, hist = adapt_srgb_flow(model, kp, cam, args.adapt_steps, args.batch_size, args.patch, args.adapt_lr,
+                                    args.seed)
+    save_model(adapted, args.out)
+    first, last = (hist[0]["nll_per_dim"], hist[-1]["nll_per_dim"]) if hist else (float("nan"),) * 2
+    print(json.dumps({"out": str(args.out), "camera": cam, "k": args.k, "pairs": kp.names,
+                      "train_nll_per_dim_first": first, "train_nll_per_dim_last": last}))
+    return 0
+
+
+def _cameras(args: argparse.Namespace) -> int:
+    from visionflows.experiments.srgb_cameras import run_camera_study
+
+    check_output_dir(args.out, "--out")
+    _check_data(args)
+    r = run_camera_study(args.data, args.out, args.camera or None, tuple(args.k or (1, 4)), args.flow_steps,
+                         args.adapt_steps, args.folds, args.tile or None, args.preset, args.unknown_prob,
+                         patch=args.patch, seed=args.seed, layout=args.layout)
+    print((Path(args.out) / "cameras.txt").read_text(), end="")
+    print(f"figure: {Path(args.out) / 'cameras.png'} ({r['seconds']:.0f} s)")
+    return 0
+
+
 def _experiment(args: argparse.Namespace) -> int:
     from visionflows.experiments.denoising import run_srgb_experiment
 
     check_output_dir(args.out, "--out")
-    check_input_dir(args.data, "--data", "folder of sRGB pairs")
+    _check_data(args)
     r = run_srgb_experiment(args.data, args.out, args.flow_steps, args.denoise_steps, args.batch_size, args.patch,
                             args.test_fraction, seed=args.seed)
     print(json.dumps({"noise_models": r["noise_models"], "denoisers": r["denoisers"]}, indent=2))

@@ -26,10 +26,13 @@ Deviation from the paper: the embedding MLP has no BatchNorm1d (a batch often ho
 makes batch statistics degenerate) and outputs ``1 + MLP(·)`` with a zero-initialised last layer.
 """
 
+from visionflows.noise.srgb.adapt import adapt_srgb_flow, extend_vocabulary
 from visionflows.noise.srgb.base import SRGBNoiseModel
 from visionflows.noise.srgb.baselines import SRGBGaussianNoise, SRGBHeteroscedasticNoise
 from visionflows.noise.srgb.context import SRGBContext, dequantize_noise, integer_noise, quantize_noisy
 from visionflows.noise.srgb.layers import (
+    ActNorm2d,
+    CheckerboardCoupling,
     ConditionalAffineCoupling,
     ConditionalLinear,
     FixedScale,
@@ -38,11 +41,16 @@ from visionflows.noise.srgb.layers import (
     cac_step,
 )
 from visionflows.noise.srgb.metrics import evaluate_srgb_noise_models, marginal_kl, nll_per_dim
-from visionflows.noise.srgb.model import DEFAULT_ARCH, SRGBNoiseFlow
+from visionflows.noise.srgb.model import DEFAULT_ARCH, SPATIAL_ARCH, SRGBNoiseFlow
 from visionflows.noise.srgb.train import SRGBNoiseTask, fit_srgb_noise_flow
 
 __all__ = [
     "DEFAULT_ARCH",
+    "SPATIAL_ARCH",
+    "ActNorm2d",
+    "CheckerboardCoupling",
+    "adapt_srgb_flow",
+    "extend_vocabulary",
     "SRGBContext",
     "FixedScale",
     "ConditionalLinear",

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from visionflows.noise.srgb.context import SRGBContext
-from visionflows.noise.srgb.layers import ConditionalAffineCoupling, ConditionalLinear, FixedScale, cac_step
+from visionflows.noise.srgb.layers import (
+    CheckerboardCoupling,
+    ConditionalAffineCoupling,
+    ConditionalLinear,
+    FixedScale,
+    cac_step,
+)
 from visionflows.testing import BijectorCase, register_case
 
 __all__ = ["example_srgb_context"]
@@ -44,3 +50,22 @@ def srgb_cac_coupling() -> BijectorCase:
 def srgb_cac_step() -> BijectorCase:
     return BijectorCase("srgb_cac_step", lambda: cac_step(3, 3, 4, torch.Generator().manual_seed(0)), _noise(),
                         context=example_srgb_context())
+
+
+@register_case
+def srgb_cac_actnorm() -> BijectorCase:
+    return BijectorCase("srgb_cac_actnorm", lambda: ConditionalAffineCoupling(3, 3, width=4, norm="act"), _noise(),
+                        context=example_srgb_context())
+
+
+@register_case
+def srgb_checkerboard_even() -> BijectorCase:
+    return BijectorCase("srgb_checkerboard_even", lambda: CheckerboardCoupling(3, 3, width=4, parity=0), _noise(),
+                        context=example_srgb_context())
+
+
+@register_case
+def srgb_checkerboard_odd_actnorm() -> BijectorCase:
+    return BijectorCase("srgb_checkerboard_odd_actnorm",
+                        lambda: CheckerboardCoupling(3, 3, width=4, parity=1, norm="act"), _noise(size=7),
+                        context=example_srgb_context(size=7))

@@ -15,8 +15,8 @@ from visionflows.flows.base import logdet_dtype
 from visionflows.noise.layers import EdgeBiasZeroConv
 from visionflows.noise.srgb.context import SRGBContext, _ctx
 
-__all__ = ["FixedScale", "ConditionalLinear", "ScaleEmbedding", "SRGBCouplingNet", "ConditionalAffineCoupling",
-           "cac_step"]
+__all__ = ["FixedScale", "ConditionalLinear", "ScaleEmbedding", "ActNorm2d", "NORMS", "SRGBCouplingNet",
+           "ConditionalAffineCoupling", "CheckerboardCoupling", "cac_step"]
 
 
 class FixedScale(Bijector):
@@ -89,16 +89,50 @@ class ScaleEmbedding(nn.Module):
         return 1.0 + self.out(F.relu(h))[:, 0]
 
 
-class SRGBCouplingNet(nn.Module):
-    """Coupling network of CAC: conv3×3 → BN(affine, eps 1e-4) → ReLU → conv1×1 → BN → ReLU →
-    :class:`~visionflows.noise.layers.EdgeBiasZeroConv` (zero init, so the coupling starts as the identity)."""
+class ActNorm2d(nn.Module):
+    """Per-channel affine ``(x + b)·exp(s)`` whose ``b``, ``s`` are set on the first training batch so that the
+    output has zero mean and unit variance per channel (Glow's ActNorm, as a plain layer inside a network).
+    Unlike BatchNorm it computes the same function in training and in evaluation."""
 
-    def __init__(self, in_channels: int, out_channels: int, width: int = 4) -> None:
+    def __init__(self, channels: int, eps: float = 1e-4) -> None:
         super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.log_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+        self.eps = float(eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and not bool(self.initialized):
+            with torch.no_grad():
+                mean = x.mean((0, 2, 3), keepdim=True)
+                std = x.std((0, 2, 3), keepdim=True)
+                self.bias.copy_(-mean)
+                self.log_scale.copy_(-torch.log(std + self.eps))
+                self.initialized.fill_(1)
+        return (x + self.bias.to(x.dtype)) * torch.exp(self.log_scale.to(x.dtype))
+
+
+#: normalisation layers of the coupling networks (``norm=`` of :class:`SRGBCouplingNet` / the model)
+NORMS = ("batch", "act", "none")
+
+
+class SRGBCouplingNet(nn.Module):
+    """Coupling network of CAC: conv3×3 → norm → ReLU → conv1×1 → norm → ReLU →
+    :class:`~visionflows.noise.layers.EdgeBiasZeroConv` (zero init, so the coupling starts as the identity).
+
+    ``norm``: ``"batch"`` (the paper's BatchNorm, affine, eps 1e-4), ``"act"`` (:class:`ActNorm2d`: the same
+    function in training and evaluation) or ``"none"``."""
+
+    def __init__(self, in_channels: int, out_channels: int, width: int = 4, norm: str = "batch") -> None:
+        super().__init__()
+        if norm not in NORMS:
+            raise ConfigError(f"unknown coupling-network norm {norm!r}.", f"use one of {', '.join(NORMS)}.")
+        make = {"batch": lambda: nn.BatchNorm2d(width, eps=1e-4), "act": lambda: ActNorm2d(width),
+                "none": nn.Identity}[norm]
         self.l_1 = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.bn_1 = nn.BatchNorm2d(width, eps=1e-4)
+        self.bn_1 = make()
         self.l_2 = nn.Conv2d(width, width, 1)
-        self.bn_2 = nn.BatchNorm2d(width, eps=1e-4)
+        self.bn_2 = make()
         self.l_last = EdgeBiasZeroConv(width, out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -112,8 +146,9 @@ class ConditionalAffineCoupling(AffineCoupling):
     bound λ) whose net sees ``[x_a, clean]`` and whose log-scale is multiplied by ``e(ISO, camera)``."""
 
     def __init__(self, n_iso: int, n_cam: int, channels: int = 3, width: int = 4, split: int = 1,
-                 scale_bound: float = 1.0) -> None:
-        super().__init__(channels, lambda i, o: SRGBCouplingNet(i, o, width), split=split, context_channels=channels,
+                 scale_bound: float = 1.0, norm: str = "batch") -> None:
+        super().__init__(channels, lambda i, o: SRGBCouplingNet(i, o, width, norm), split=split,
+                         context_channels=channels,
                          scale_bound=scale_bound, learn_scale_bound=True, shift_first=False, zero_init=False)
         self.embed = ScaleEmbedding(n_iso, n_cam)
 
@@ -129,6 +164,57 @@ class ConditionalAffineCoupling(AffineCoupling):
         return shift, self.scale_bound.to(raw.dtype) * torch.tanh(raw) * e
 
 
-def cac_step(n_iso: int, n_cam: int, width: int = 4, generator: torch.Generator | None = None) -> Compose:
+class CheckerboardCoupling(Bijector):
+    """Spatial affine coupling (RealNVP's checkerboard mask) conditioned like CAC: the pixels of one checkerboard
+    colour (``(h + w + parity)`` even) are transformed, all 3 channels at once, given the pixels of the other
+    colour, the clean image and the mask: ``z = x·exp(ℓ) + t`` there, identity elsewhere, with ``[t, r] =
+    net([x·(1 − m), clean, 1 − m])`` and ``ℓ = λ·tanh(r)·e(ISO, camera)``; ``log|det| = Σ_masked ℓ``.
+
+    Not in the paper: its CAC couplings only split channels, so its latent cannot whiten noise that is
+    correlated between neighbouring pixels (demosaicking, in-camera denoising), which real sRGB noise is
+    (``docs/denoising.md``). Two of these with opposite parities (arch token ``SPC``) transform every pixel.
+    """
+
+    def __init__(self, n_iso: int, n_cam: int, channels: int = 3, width: int = 4, parity: int = 0,
+                 scale_bound: float = 1.0, norm: str = "batch") -> None:
+        super().__init__()
+        if parity not in (0, 1):
+            raise ConfigError(f"checkerboard parity must be 0 or 1, got {parity}.")
+        self.channels, self.parity = int(channels), int(parity)
+        self.net = SRGBCouplingNet(2 * channels + 1, 2 * channels, width, norm)
+        self.embed = ScaleEmbedding(n_iso, n_cam)
+        self.scale_bound = nn.Parameter(torch.tensor(float(scale_bound)))
+
+    def _mask(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        idx = torch.arange(h, device=x.device)[:, None] + torch.arange(w, device=x.device)[None, :] + self.parity
+        return (idx % 2 == 0).to(x.dtype)[None, None]
+
+    def _params(self, fixed: Tensor, keep: Tensor, context: Any) -> tuple[Tensor, Tensor]:
+        ctx = _ctx(context, "CheckerboardCoupling")
+        if fixed.dim() != 4 or fixed.shape[1] != self.channels or ctx.clean.shape != fixed.shape:
+            raise InputError(f"CheckerboardCoupling expects noise and clean of one [B, {self.channels}, H, W] "
+                             f"shape, got {tuple(fixed.shape)} and {tuple(ctx.clean.shape)}.")
+        h = self.net(torch.cat([fixed, ctx.clean.to(fixed.dtype), keep.expand(fixed.shape[0], 1, -1, -1)], 1))
+        c = self.channels
+        e = self.embed(ctx).to(h.dtype)[:, None, None, None]
+        return h[:, :c], self.scale_bound.to(h.dtype) * torch.tanh(h[:, c:]) * e
+
+    def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        m = self._mask(x)
+        shift, ls = self._params(x * (1 - m), 1 - m, context)
+        z = x + m * (x * torch.expm1(ls) + shift)
+        return z, (m * ls).to(logdet_dtype(x)).sum((1, 2, 3))
+
+    def inverse(self, z: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        m = self._mask(z)
+        shift, ls = self._params(z * (1 - m), 1 - m, context)
+        x = z + m * ((z - shift) * torch.exp(-ls) - z)
+        return x, -(m * ls).to(logdet_dtype(z)).sum((1, 2, 3))
+
+
+def cac_step(n_iso: int, n_cam: int, width: int = 4, generator: torch.Generator | None = None,
+             norm: str = "batch") -> Compose:
     """One CAC step: LU 1×1 conv (3×3) then :class:`ConditionalAffineCoupling`."""
-    return Compose(LUInvertibleConv1x1(3, generator=generator), ConditionalAffineCoupling(n_iso, n_cam, width=width))
+    return Compose(LUInvertibleConv1x1(3, generator=generator),
+                   ConditionalAffineCoupling(n_iso, n_cam, width=width, norm=norm))
