@@ -7,7 +7,11 @@ A folder (:func:`load_adaptation_folder`) holds any of
 * ``dark_*.npy``: dark frames (lens cap on: the clean signal is 0);
 * ``flat_*.npy``: flat frames (a uniformly lit, defocused surface). The clean signal is the per-pixel mean of
   the flat frames when there are at least 4, else each frame's per-channel mean (this assumes an even field,
-  without vignetting).
+  without vignetting);
+* raw files (DNG, or any raw LibRaw reads; :mod:`visionflows.data.dng`): ``dark_*``/``flat_*`` raws are dark
+  and flat frames, every other raw file is a frame of **one burst** of a static scene, turned into pairs by
+  robust averaging (:func:`~visionflows.data.dng.burst_pairs`). Their ISO (which must agree) is read from the
+  files.
 
 :func:`adaptation_patches` turns them into non-overlapping ``patch × patch`` patches ``{clean, noise}``.
 Problems (an empty folder, a noisy file without its clean one, pairs of different shapes, frames that are not
@@ -39,13 +43,21 @@ class AdaptationData:
     sources: list[str] = field(default_factory=list)
     kind: str = "pairs"  # "pairs", "dark-flat" or "pairs+dark-flat"
     iso: int | None = None  # from the files' metadata when they have it (DNG), else None
+    noise_profile: np.ndarray | None = None  # [4, 2] per packed channel, from a DNG NoiseProfile
 
     def __len__(self) -> int:
         return len(self.pairs)
 
 
-def _read(path: Path) -> np.ndarray:
+def _read(path: Path, frames: list | None = None) -> np.ndarray:
+    from visionflows.data.dng import RAW_EXTENSIONS, read_raw
     from visionflows.data.raw_files import read_packed_raw
+
+    if path.suffix.lower() in RAW_EXTENSIONS:
+        frame = read_raw(path)
+        if frames is not None:
+            frames.append(frame)
+        return frame.packed()[0][None]
 
     try:
         arr, _, _ = read_packed_raw(path)
@@ -76,7 +88,12 @@ def load_adaptation_folder(folder: str | os.PathLike) -> AdaptationData:
     if not d.is_dir():
         raise DataError(f"adaptation data {d} is not a folder.", "give a folder of *_noisy/*_clean or dark_*/flat_* "
                         "packed raw .npy files.")
-    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in (".npy", ".mat"))
+    from visionflows.data.dng import RAW_EXTENSIONS, burst_pairs, read_raw
+
+    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in (".npy", ".mat", *RAW_EXTENSIONS))
+    burst = [p for p in files if p.suffix.lower() in RAW_EXTENSIONS
+             and not p.stem.lower().startswith(("dark", "flat"))]
+    files = [p for p in files if p not in burst]
     noisy: dict[str, Path] = {}
     clean: dict[str, Path] = {}
     darks, flats = [], []
@@ -102,11 +119,25 @@ def load_adaptation_folder(folder: str | os.PathLike) -> AdaptationData:
                             "give aligned pairs of the same size.")
         data.pairs += list(zip(c, n))
         data.sources.append(stem)
-    frames = {"dark": [f for p in darks for f in _read(p)], "flat": [f for p in flats for f in _read(p)]}
+    raws: list = []
+    if burst:
+        frames_b = [read_raw(p) for p in burst]
+        raws += frames_b
+        data.pairs += burst_pairs(frames_b)
+        data.sources += [p.name for p in burst]
+        data.kind = "burst"
+    frames = {"dark": [f for p in darks for f in _read(p, raws)], "flat": [f for p in flats for f in _read(p, raws)]}
+    isos = {f.iso for f in raws if f.iso is not None}
+    if len(isos) > 1:
+        raise DataError(f"{d}: the raw files were taken at different ISOs {sorted(isos)}.",
+                        "adapt from frames of one ISO.")
+    data.iso = isos.pop() if isos else None
+    profiles = [f.packed_nlf() for f in raws if f.noise_profile is not None]
+    data.noise_profile = profiles[0] if profiles else None
     if frames["dark"] or frames["flat"]:
         data.pairs += frames_to_pairs(frames["dark"], frames["flat"])
         data.sources += [p.name for p in darks + flats]
-        data.kind = "pairs+dark-flat" if noisy else "dark-flat"
+        data.kind = ("pairs+" if noisy or burst else "") + "dark-flat"
     if not data.pairs:
         raise DataError(f"{d} holds no adaptation data.", "add NAME_noisy.npy + NAME_clean.npy pairs, or dark_*.npy "
                         "and flat_*.npy frames (packed raw [4, H, W], normalised units).")
