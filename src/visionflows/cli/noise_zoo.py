@@ -1,13 +1,15 @@
-"""``visionflows noise cameras | simulate | adapt``: the darktable camera zoo and few-frame adaptation.
+"""``visionflows noise cameras | simulate | adapt | render``: the camera zoo, few-frame adaptation, raw → sRGB.
 
 A skin over :mod:`visionflows.cameras.darktable` (the profile file), :mod:`visionflows.data.sensor` (the
-simulator), :mod:`visionflows.data.adaptation` and :mod:`visionflows.noise.adapt`. :func:`register_zoo` adds
-the actions to the ``noise`` sub-command (called by :mod:`visionflows.cli.noise`).
+simulator), :mod:`visionflows.data.adaptation`, :mod:`visionflows.noise.adapt` and
+:mod:`visionflows.data.render`. :func:`register_zoo` adds the actions to the ``noise`` sub-command (called by
+:mod:`visionflows.cli.noise`).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 
@@ -95,6 +97,19 @@ def register_zoo(s: argparse._SubParsersAction) -> None:
     a.add_argument("--seed", type=_INT0, default=0)
     a.set_defaults(func=_adapt)
 
+    r = s.add_parser("render", help="render raw (packed .npy / SIDD .MAT / DNG) clean, noisy or synthesised "
+                     "images to sRGB PNGs")
+    r.add_argument("inputs", nargs="+", help="packed raw .npy [4,H,W] / [B,4,H,W], SIDD .MAT, or raw files (DNG)")
+    r.add_argument("--out", required=True, help="PNG file (one image) or folder (several)")
+    r.add_argument("--camera", default=None, help="for .npy/.MAT: a SIDD code (IP, GP, S6, N6, G4: their CFA, "
+                   "white balance and colour matrix) or a zoo camera (RGGB, generic colour); raw files use "
+                   "their own metadata")
+    add_profiles_arg(r)
+    r.add_argument("--reference", default=None, help="image whose auto gain all inputs share (e.g. the clean "
+                   "one; default: the first input)")
+    r.add_argument("--gain", type=_positive_float, default=None, help="fixed exposure gain instead of auto")
+    r.set_defaults(func=_render)
+
 
 def _adapt(args: argparse.Namespace) -> int:
     from visionflows.cli.noise import load_noise_model
@@ -124,6 +139,70 @@ def _adapt(args: argparse.Namespace) -> int:
                                                                           "pairs": len(data)})})
     print(json.dumps({"out": str(path), **info, "iso": iso, "data": data.kind, "pairs": len(data),
                       "patches": int(patches["noise"].shape[0]), "cameras": list(new.camera_names)}))
+    return 0
+
+
+def _render_sources(path: str, args: argparse.Namespace) -> list[tuple[str, object, object, object, object]]:
+    """[(name, mosaic, colour map, neutral, colour matrix)] of one input file."""
+    from visionflows.cameras import CAMERAS
+    from visionflows.cameras.specs import CAMERA_SPECS
+    from visionflows.data.dng import RAW_EXTENSIONS, read_raw
+    from visionflows.data.raw_files import read_packed_raw
+    from visionflows.data.render import unpack_packed
+
+    p = Path(path)
+    if p.suffix.lower() in RAW_EXTENSIONS:
+        from visionflows.cameras.specs import GENERIC_AS_SHOT_NEUTRAL, GENERIC_COLOR_MATRIX
+
+        f = read_raw(p)
+        cmap = np.tile(np.asarray(f.cfa).reshape(2, 2), (f.bayer.shape[0] // 2, f.bayer.shape[1] // 2))
+        neutral = f.as_shot_neutral if f.as_shot_neutral is not None else GENERIC_AS_SHOT_NEUTRAL
+        cm = f.color_matrix if f.color_matrix is not None else GENERIC_COLOR_MATRIX
+        return [(p.stem, f.bayer.astype(np.float64), cmap, neutral, cm)]
+    if args.camera is None:
+        raise InputError(f"{p} is packed raw without metadata.", "pass --camera (a SIDD code or a zoo camera).")
+    if args.camera.strip().upper() in CAMERAS:
+        spec = CAMERA_SPECS[args.camera.strip().upper()]
+    else:
+        spec = load_zoo(args).camera(args.camera).spec()
+    check_input_file(p, "input", "packed raw file")
+    arr, _, batched = read_packed_raw(p)
+    out = []
+    for i, packed in enumerate(arr.numpy()):
+        mosaic, cmap = unpack_packed(np.clip(packed, 0.0, 1.0), spec.packed_colors, transposed=True)
+        out.append((f"{p.stem}_{i}" if batched else p.stem, mosaic, cmap, spec.as_shot_neutral, spec.color_matrix))
+    return out
+
+
+def _render(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from visionflows.data.render import render_mosaic
+    from visionflows.io import atomic_write_bytes
+
+    sources = [src for path in args.inputs for src in _render_sources(path, args)]
+    many = len(sources) > 1
+    out = Path(args.out)
+    if many:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {out} is a file, but there are {len(sources)} images to write.",
+                             "give a folder for several images.")
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        check_output_file(out, "--out", suffixes=[".png"])
+    gain = args.gain
+    if gain is None:
+        ref = _render_sources(args.reference, args)[0] if args.reference else sources[0]
+        gain = render_mosaic(*ref[1:])[1]
+    written = []
+    for name, mosaic, cmap, neutral, cm in sources:
+        img, _ = render_mosaic(mosaic, cmap, neutral, cm, gain)
+        target = out / f"{name}.png" if many else out
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        atomic_write_bytes(target, buf.getvalue())
+        written.append(str(target))
+    print(json.dumps({"out": written, "gain": gain}))
     return 0
 
 

@@ -162,7 +162,34 @@ def _noise_part(out: Path, b: DemoBudget, official_ckpt, report: Report, log, pr
     sec.table(per_iso, caption="NLL (nats/dim) per ISO")
     sec.figure(report.rel(out / "eval" / "histograms.png"), "Noise histograms: real vs each model, per ISO")
     sec.figure(report.rel(out / "eval" / "samples.png"), "Clean, real noise and each model's sample (amplified)")
+    rendered = _rendered_noise(out / "eval" / "rendered.png", sim["test"], {"Noise Flow": flow, "Camera NLF":
+                                                                           CameraNLF()})
+    sec.figure(report.rel(rendered), "Rendered to sRGB (demosaic, white balance, colour matrix, tone curve; one "
+                                     "gain for all): clean, real (simulated) noise and synthetic noise")
     return {"table": rows, "floor": floor, "noiseflow_file": str(flow_file), "train_steps": result.step}
+
+
+def _rendered_noise(path: Path, test: Any, models: dict[str, Any], side: int = 4) -> Path:
+    """The first held-out simulated image (``side²`` patches) rendered clean, real noisy and noisy with each
+    model's sample (:mod:`visionflows.data.render`)."""
+    from visionflows.cameras import CAMERAS
+    from visionflows.cameras.specs import CAMERA_SPECS
+    from visionflows.data.render import comparison_figure, tile_patches
+
+    n = side * side
+    clean, noise = test.clean[:n], test.noise[:n]
+    cam, iso = int(test.camera[0]), int(test.iso[0])
+    images = {"clean": tile_patches(clean.numpy(), side),
+              "real noise": tile_patches((clean + noise).clamp(0, 1).numpy(), side)}
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, model in models.items():
+            s = model.eval().sample(clean, iso, cam, generator=gen)
+            images[name] = tile_patches((clean + s).clamp(0, 1).numpy(), side)
+    spec = CAMERA_SPECS[CAMERAS[cam]]
+    comparison_figure(images, spec.packed_colors, spec.as_shot_neutral, spec.color_matrix, str(path),
+                      title=f"{CAMERAS[cam]}, ISO {iso}")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------- denoise
