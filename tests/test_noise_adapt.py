@@ -93,7 +93,7 @@ def test_sixth_camera_for_the_released_architecture() -> None:
     assert adapted.log_prob(noise[:2], clean[:2], 800, "acme x1").shape == (2,)  # by name
     with pytest.raises(InputError, match="already has a camera"):
         add_camera(adapted, "Acme X1")
-    with pytest.raises(InputError, match="no camera 'Nope'"):
+    with pytest.raises(InputError, match="Unknown camera 'Nope'"):
         adapted.log_prob(noise[:2], clean[:2], 800, "Nope")
     with pytest.raises(InputError, match=r"\[N, 4, H, W\]"):
         adapt_camera(model, "B", noise[:, :2], clean, 800)
@@ -138,3 +138,21 @@ def test_adapt_command(tmp_path, capsys) -> None:
         assert main([*base, *extra]) == 2
         err = capsys.readouterr().err
         assert err.startswith("visionflows: error:") and match in err, err
+
+
+def test_train_on_zoo_cameras(tmp_path, capsys, shared_dir) -> None:
+    profiles = shared_dir / "data" / "noise_profiles" / "darktable_noiseprofiles.json"
+    base = ["noise", "train", "--zoo-profiles", str(profiles), "--sim-train-images", "3", "--sim-test-images", "1",
+            "--steps", "3", "--batch-size", "8", "--no-progress"]
+    assert main([*base, "--run-dir", str(tmp_path / "a"), "--preset", "noiseflow_nlf",
+                 "--zoo-cameras", "Nikon D850,Fujifilm X-T2"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["step"] == 3
+    assert main([*base, "--run-dir", str(tmp_path / "b"), "--zoo-cameras", "maker:Leica", "--zoo-isos", "400"]) == 0
+    capsys.readouterr()
+    model = load_model(tmp_path / "b")  # the released architecture with one camera column per zoo camera
+    assert model.camera_names[0].startswith("Leica") and model.num_cameras == len(model.camera_names) > 1
+    for extra, match in ((["--preset", "noiseflow_nlf"], "needs data with measured noise parameters"),
+                         (["--zoo-cameras", "format:huge"], "sensor format 'huge'"),
+                         (["--zoo-cameras", "Nikon D850", "--zoo-isos", "7"], "has any of ISO [7]")):
+        assert main([*base, "--run-dir", str(tmp_path / "c"), *extra]) == 2
+        assert match in capsys.readouterr().err

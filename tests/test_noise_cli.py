@@ -156,10 +156,11 @@ def test_eval_errors(tmp_path, capsys):
 
 
 def test_presets_listing(capsys):
-    from visionflows.noise.model import PRESETS
+    from visionflows.noise.model import PARAM_PRESETS, PRESETS
 
     assert main(["noise", "presets"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
-    assert [r[0] for r in rows] == list(PRESETS)  # every preset, in order, with its paper count and arch
+    assert [r[0] for r in rows] == [*PRESETS, *PARAM_PRESETS]  # the paper's presets, in order, then ours
     for r, (arch, _paper, count) in zip(rows, PRESETS.values()):
         assert r[-2:] == [str(count), arch], r
+    assert rows[-1][-2:] == ["2417", PARAM_PRESETS["noiseflow_nlf"][0]]

@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data", default=None, help="SIDD-Medium Raw folder (official 56/22 split); default: simulator")
     t.add_argument("--preset", default="noiseflow", help="Noise Flow preset (see `visionflows noise presets`)")
     _sim_args(t)
+    from visionflows.cli.noise_zoo import add_zoo_data_args
+
+    add_zoo_data_args(t)
     t.add_argument("--eval-batches", type=_INT1, default=20, help="test batches scored at the end")
     t.add_argument("--init", choices=["data", "official"], default="data",
                    help="data: moment-match the signal-dependent layer to the training noise first (default); "
@@ -94,6 +97,10 @@ def _sim_args(p: argparse.ArgumentParser) -> None:
 
 
 def _datasets(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    if getattr(args, "zoo_cameras", None):
+        from visionflows.cli.noise_zoo import zoo_datasets
+
+        return zoo_datasets(args)
     if args.data:
         from visionflows.data.sidd import SiddRawDataset
 
@@ -138,18 +145,26 @@ def load_noise_model(path: str) -> torch.nn.Module:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from visionflows.noise.model import PRESETS
+    from visionflows.noise.model import PARAM_PRESETS, PRESETS
     from visionflows.noise.train import NoiseFlowTask
     from visionflows.training import train
 
     cfg = check_train_args(args)
-    if args.preset not in PRESETS:
-        raise ConfigError(f"unknown Noise Flow preset {args.preset!r}.", f"choose one of {', '.join(PRESETS)}.")
+    if args.preset not in PRESETS and args.preset not in PARAM_PRESETS:
+        raise ConfigError(f"unknown Noise Flow preset {args.preset!r}.",
+                          f"choose one of {', '.join([*PRESETS, *PARAM_PRESETS])}.")
+    if args.preset in PARAM_PRESETS and not getattr(args, "zoo_cameras", None):
+        raise ConfigError(f"{args.preset} needs data with measured noise parameters.",
+                          "train it on camera-zoo data: --zoo-cameras (see `visionflows noise cameras`).")
+    if args.data and getattr(args, "zoo_cameras", None):
+        raise ConfigError("--data and --zoo-cameras are two data sources.", "give one of them.")
     if args.data:
         check_input_dir(args.data, "--data", "SIDD-Medium Raw folder")
     train_data, test_data, desc = _datasets(args)
+    names = getattr(train_data, "camera_names", None)  # a zoo set: its own cameras, any ISO
     task = NoiseFlowTask(train_data, test_data, preset=args.preset, batch_size=cfg.batch_size,
-                         eval_batches=args.eval_batches, seed=cfg.seed, data_description=desc, init=args.init)
+                         eval_batches=args.eval_batches, seed=cfg.seed, data_description=desc, init=args.init,
+                         camera_names=names, continuous_iso=names is not None)
     result = train(task, cfg, args.run_dir, resume=args.resume, overwrite=args.overwrite)
     print(json.dumps({"step": result.step, "run_dir": str(result.run_dir), **result.eval_metrics}))
     return 0
@@ -227,4 +242,9 @@ def _presets(args: argparse.Namespace) -> int:
 
     for name, (arch, paper, count) in PRESETS.items():
         print(f"{name:<26}{paper:<40}{count:>6}  {arch}")
+    from visionflows.noise.model import PARAM_PRESETS, NoiseFlow
+
+    for name, (arch, _desc) in PARAM_PRESETS.items():  # visionflows presets (not in the paper)
+        label = "measured (K, σ²) instead of camera"
+        print(f"{name:<26}{label:<40}{NoiseFlow(arch).num_parameters():>6}  {arch}")
     return 0

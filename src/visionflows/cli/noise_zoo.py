@@ -25,7 +25,7 @@ from visionflows.validation import (
     number_arg,
 )
 
-__all__ = ["register_zoo", "add_profiles_arg", "load_zoo"]
+__all__ = ["register_zoo", "add_profiles_arg", "load_zoo", "add_zoo_data_args", "zoo_datasets"]
 
 _INT1 = number_arg(POSITIVE_INT)
 _INT0 = number_arg(NON_NEGATIVE_INT)
@@ -109,6 +109,55 @@ def register_zoo(s: argparse._SubParsersAction) -> None:
                    "one; default: the first input)")
     r.add_argument("--gain", type=_positive_float, default=None, help="fixed exposure gain instead of auto")
     r.set_defaults(func=_render)
+
+
+def add_zoo_data_args(p: argparse.ArgumentParser) -> None:
+    """``--zoo-cameras`` … : simulated camera-zoo data instead of the SIDD simulator (``noise train``)."""
+    g = p.add_argument_group("camera-zoo data (instead of the SIDD simulator)")
+    g.add_argument("--zoo-cameras", default=None, metavar="LIST",
+                   help="zoo cameras to simulate: names separated by commas, 'maker:NAME', 'format:NAME' "
+                        "(full-frame, aps-c, four-thirds, 1-inch, small, ...) or 'all'")
+    g.add_argument("--zoo-isos", default="800,3200", help="ISOs (each camera contributes those it has)")
+    g.add_argument("--zoo-physics", default="sidd", help="sensor effects, as `noise simulate --physics`")
+    g.add_argument("--zoo-profiles", default=None, metavar="PATH", help="darktable noiseprofiles.json (default: "
+                   "an installed darktable's, else ../shared's)")
+
+
+def zoo_datasets(args: argparse.Namespace):
+    """(train, test, description) of ``--zoo-cameras`` (train/test sizes and seed from the ``--sim-*`` flags)."""
+    from visionflows.cameras.formats import sensor_format
+    from visionflows.cameras.physics import physics_from_names
+    from visionflows.data.simulated import make_zoo_dataset
+
+    zoo = load_zoo(argparse.Namespace(profiles=args.zoo_profiles))
+    spec = args.zoo_cameras.strip()
+    if spec.lower() == "all":
+        cams = list(zoo)
+    elif spec.lower().startswith("maker:"):
+        cams = zoo.by_maker(spec.split(":", 1)[1])
+    elif spec.lower().startswith("format:"):
+        fmt = spec.split(":", 1)[1].strip().lower()
+        cams = [c for c in zoo if sensor_format(c.maker, c.model) == fmt]
+        if not cams:
+            from visionflows.cameras.formats import SENSOR_FORMATS
+
+            raise InputError(f"no zoo camera has sensor format {fmt!r}.", f"use one of {', '.join(SENSOR_FORMATS)}.")
+    else:
+        cams = [zoo.camera(n) for n in spec.split(",") if n.strip()]
+    try:
+        isos = [int(i) for i in args.zoo_isos.split(",") if i.strip()]
+    except ValueError:
+        raise InputError(f"--zoo-isos {args.zoo_isos!r} is not a comma list of integers.", "e.g. 800,3200.") from None
+    pairs = [(c.name, i) for c in cams for i in isos if i in c.isos]
+    if not pairs:
+        raise InputError(f"none of the {len(cams)} cameras has any of ISO {isos}.",
+                         "choose ISOs the cameras have (`visionflows noise cameras`).")
+    physics = physics_from_names(args.zoo_physics)
+    d = make_zoo_dataset(zoo, pairs, args.sim_train_images, args.sim_test_images, physics=physics,
+                         seed=args.sim_seed)
+    desc = (f"camera zoo {spec} ({len({n for n, _ in pairs})} cameras, {len(pairs)} camera/ISO pairs), "
+            f"{physics.describe()}, train={args.sim_train_images} test={args.sim_test_images} seed={args.sim_seed}")
+    return d["train"], d["test"], desc
 
 
 def _adapt(args: argparse.Namespace) -> int:

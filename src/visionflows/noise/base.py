@@ -129,8 +129,8 @@ class NoiseModel(FlowModel):
         return -self.log_prob(x, context, iso, camera, nlf=nlf) / x[0].numel()
 
     def forward(self, x: Tensor, context: Tensor | NoiseContext = None, iso: Any = None,
-                camera: Any = None) -> Tensor:
-        return self.log_prob(x, context, iso, camera)
+                camera: Any = None, nlf: Any = None) -> Tensor:
+        return self.log_prob(x, context, iso, camera, nlf=nlf)
 
     def latent_shape(self, num_samples: int, context: Any = None) -> tuple[int, ...]:
         return tuple(context.clean.shape)

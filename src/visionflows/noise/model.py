@@ -168,7 +168,7 @@ class NoiseFlow(NoiseModel):
         for i, c in enumerate(self.camera_names):
             if c.lower() == name.strip().lower():
                 return i
-        raise InputError(f"this model has no camera {name!r}.",
+        raise InputError(f"Unknown camera {name!r}: this model has no such camera.",
                          f"use one of {', '.join(self.camera_names) or 'none (pass measured noise parameters)'}, "
                          "or add it with `visionflows noise adapt`.")
 

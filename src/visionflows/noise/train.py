@@ -23,14 +23,17 @@ from torch import Tensor, nn
 
 from visionflows.errors import ConfigError, DataError
 from visionflows.noise.metrics import iter_test_batches, noise_tensors
-from visionflows.noise.model import PRESETS, NoiseFlow, create_model
+from visionflows.noise.model import PARAM_PRESETS, PRESETS, NoiseFlow, create_model
 
 __all__ = ["NoiseFlowTask"]
 
 
 def _as_tensors(data: Any) -> dict[str, Tensor] | None:
     t = noise_tensors(data, "training set")
-    return None if t is None else {k: torch.as_tensor(t[k]) for k in ("clean", "noise", "iso", "camera")}
+    if t is None:
+        return None
+    keys = ("clean", "noise", "iso", "camera") + (("nlf",) if t.get("nlf") is not None else ())
+    return {k: torch.as_tensor(t[k]) for k in keys}
 
 
 def moment_init_signal_layer(model: NoiseFlow, noise: Tensor, clean: Tensor, iso: Tensor) -> bool:
@@ -83,6 +86,10 @@ class NoiseFlowTask:
         continuous_iso, width, seed: passed to :class:`NoiseFlow`.
         init: ``"data"`` (default): moment-match the signal-dependent layer to the training noise first
             (:func:`moment_init_signal_layer`); ``"official"``: the official initial values only.
+        camera_names: the cameras of the data (default: the five SIDD phones): a zoo set
+            (:func:`~visionflows.data.simulated.make_zoo_dataset`) has its own; the model gets one camera column
+            per name. Data with measured noise parameters (``nlf``) pass them to every batch, which the
+            measured-parameter preset ``noiseflow_nlf`` needs.
     """
 
     name = "noiseflow"
@@ -103,12 +110,15 @@ class NoiseFlowTask:
         cache_images: int = 4,
         data_description: str = "",
         init: str = "data",
+        camera_names: tuple[str, ...] | None = None,
     ) -> None:
         if init not in ("data", "official"):
             raise ConfigError(f"unknown Noise Flow init {init!r}.", "use 'data' or 'official'.")
         self.init = init
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown Noise Flow preset {preset!r}.", f"choose one of {', '.join(PRESETS)}.")
+        if preset not in PRESETS and preset not in PARAM_PRESETS:
+            raise ConfigError(f"unknown Noise Flow preset {preset!r}.",
+                              f"choose one of {', '.join([*PRESETS, *PARAM_PRESETS])}.")
+        self.camera_names = None if camera_names is None else tuple(camera_names)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
         self.preset = preset
@@ -131,7 +141,11 @@ class NoiseFlowTask:
 
     # -- TrainTask ------------------------------------------------------------------------------------
     def build_model(self) -> NoiseFlow:
-        model = create_model(self.preset, width=self.width, continuous_iso=self.continuous_iso, seed=self.seed)
+        extra: dict[str, Any] = {}
+        if self.camera_names is not None and self.preset not in PARAM_PRESETS:
+            extra = {"num_cameras": len(self.camera_names), "camera_names": self.camera_names}
+        model = create_model(self.preset, width=self.width, continuous_iso=self.continuous_iso, seed=self.seed,
+                             **extra)
         if self.init == "data":
             sample = self.batch(0, torch.Generator().manual_seed(self.seed))
             if self.train_tensors is not None:  # use (up to) 4096 patches for a stable fit
@@ -145,7 +159,7 @@ class NoiseFlowTask:
         n = int(self.train_tensors["clean"].shape[0]) if self.train_tensors is not None else None
         return {
             "preset": self.preset,
-            "arch": PRESETS[self.preset][0],
+            "arch": (PRESETS.get(self.preset) or PARAM_PRESETS[self.preset])[0],
             "batch_size": self.batch_size,
             "width": self.width,
             "continuous_iso": self.continuous_iso,
@@ -191,7 +205,8 @@ class NoiseFlowTask:
         ref = next(model.parameters())
         noise = batch["noise"].to(ref.device, ref.dtype)
         clean = batch["clean"].to(ref.device, ref.dtype)
-        lp = model(noise, clean, batch["iso"].to(ref.device), batch["camera"].to(ref.device))
+        extra = {"nlf": batch["nlf"].to(ref.device)} if "nlf" in batch else {}
+        lp = model(noise, clean, batch["iso"].to(ref.device), batch["camera"].to(ref.device), **extra)
         loss = -lp.float().mean() / noise[0].numel()
         return loss, {"per_dim": float(loss.detach())}
 
@@ -209,8 +224,9 @@ class NoiseFlowTask:
                 if self.eval_batches is not None and b >= self.eval_batches:
                     break
                 noise = batch["noise"].to(ref.device, ref.dtype)
+                extra = {"nlf": batch["nlf"].to(ref.device)} if "nlf" in batch else {}
                 lp = model(noise, batch["clean"].to(ref.device, ref.dtype), batch["iso"].to(ref.device),
-                           batch["camera"].to(ref.device))
+                           batch["camera"].to(ref.device), **extra)
                 total += float((-lp.double() / noise[0].numel()).sum())
                 count += int(noise.shape[0])
         finally:
