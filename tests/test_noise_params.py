@@ -82,7 +82,7 @@ def test_nlf_flow_learns_beyond_the_profile() -> None:
     wrong = ctx.with_nlf(nlf * torch.tensor([3.0, 3.0], dtype=torch.float64))  # profile 3x too noisy
     model = visionflows.create_model("noiseflow_nlf")
     opt = torch.optim.Adam(model.parameters(), lr=2e-2)
-    start = float(-model.log_prob(noise, wrong).mean())
+    start = float(-model.log_prob(noise, wrong).detach().mean())
     for _ in range(60):
         opt.zero_grad()
         loss = -model.log_prob(noise, wrong).mean()
