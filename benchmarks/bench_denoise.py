@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from visionflows.cameras import TRAIN_PAIRS, camera_index
 from visionflows.denoise import DenoiseTask, DnCNN, ModelSource
 from visionflows.io import atomic_write_text
 from visionflows.noise import create_model
-from visionflows.noise.nlf import TRAIN_PAIRS, camera_index
 from visionflows.noise.srgb import SRGBNoiseFlow
 
 

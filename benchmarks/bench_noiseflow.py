@@ -28,8 +28,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import time_call, write_result  # noqa: E402
+from visionflows.cameras import ISOS  # noqa: E402
 from visionflows.noise import create_model  # noqa: E402
-from visionflows.noise.nlf import ISOS  # noqa: E402
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "noiseflow_official"
 SIZE = 32

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from visionflows.errors import DataError, InputError
-from visionflows.noise.nlf import (
+from visionflows.cameras import (
     CAMERAS,
     ISOS,
     NLF_TABLE,
@@ -18,6 +17,7 @@ from visionflows.noise.nlf import (
     load_nlf_table,
     nlf_params,
 )
+from visionflows.errors import DataError, InputError
 
 
 def test_constants() -> None:

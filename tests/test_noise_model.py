@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
+from visionflows.cameras import NLF_TABLE
 from visionflows.errors import ConfigError, InputError
 from visionflows.io import load_model, save_model
 from visionflows.noise import NoiseContext, NoiseFlow, create_model, list_models
 from visionflows.noise.baselines import CameraNLF, GaussianNoise, HeteroscedasticNoise
 from visionflows.noise.model import PRESETS
-from visionflows.noise.nlf import NLF_TABLE
 
 
 def _batch(b=3, size=8, seed=0):

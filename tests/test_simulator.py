@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from visionflows.cameras import TRAIN_PAIRS, camera_index
 from visionflows.errors import InputError
-from visionflows.noise.nlf import TRAIN_PAIRS, camera_index
 from visionflows.noise.simulator import (
     CAMERA_SPECS,
     PHOTOS,

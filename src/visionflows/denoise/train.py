@@ -152,7 +152,7 @@ class NLFSource:
     domain = "raw"
 
     def __init__(self, rows: list[tuple[float, float]] | None = None) -> None:
-        from visionflows.noise.nlf import NLF_TABLE, TRAIN_PAIRS
+        from visionflows.cameras import NLF_TABLE, TRAIN_PAIRS
 
         self.rows = rows if rows is not None else [NLF_TABLE[p] for p in TRAIN_PAIRS]
 

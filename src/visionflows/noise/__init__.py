@@ -7,13 +7,13 @@ Public API: :class:`NoiseFlow` and its presets (:func:`create_model`, :func:`lis
 
 from __future__ import annotations
 
+from visionflows.cameras import CAMERAS, ISOS
 from visionflows.noise.baselines import CameraNLF, GaussianNoise, HeteroscedasticNoise
 from visionflows.noise.context import NoiseContext
 from visionflows.noise.evaluate import write_noise_report
 from visionflows.noise.layers import GainLayer, NoiseFlowCouplingNet, SignalDependentLayer, unconditional_step
 from visionflows.noise.metrics import KL_EDGES, NoiseEvalResults, evaluate_noise_models, marginal_kl
 from visionflows.noise.model import PRESETS, NoiseFlow, count_parameters, create_model, list_models
-from visionflows.noise.nlf import CAMERAS, ISOS
 from visionflows.noise.official import load_official
 
 __all__ = [

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from visionflows.cameras import CAMERAS, ISOS
 from visionflows.errors import InputError
 from visionflows.flows import AffineCoupling, Bijector, Compose, LUInvertibleConv1x1, logdet_dtype, sum_except_batch
 from visionflows.noise.context import NoiseContext
-from visionflows.noise.nlf import CAMERAS, ISOS
 
 __all__ = [
     "SignalDependentLayer",
@@ -101,6 +101,12 @@ class SignalDependentLayer(Bijector):
 
     def scale(self, context: NoiseContext) -> Tensor:
         """``s(y)`` ``[B, C, H, W]``: the per-pixel std this layer divides by."""
+        a, c = self.coefficients(context)
+        y = _require_context(context, "SignalDependentLayer").clean
+        return torch.sqrt(a[:, None, None, None] * y + c[:, None, None, None])
+
+    def coefficients(self, context: NoiseContext) -> tuple[Tensor, Tensor]:
+        """``(β̂1/γ, β̂2)`` per sample ``[B]`` in the clean patch's dtype: ``s(y) = sqrt(β̂1/γ · y + β̂2)``."""
         ctx = _require_context(context, "SignalDependentLayer")
         y = ctx.clean
         g = self._gain_param(ctx.iso)
@@ -113,9 +119,7 @@ class SignalDependentLayer(Bijector):
             b1 = self.beta1.expand_as(g)
             b2 = self.beta2.expand_as(g)
         gamma = torch.exp(g) * ctx.iso.to(g.dtype)  # [B]
-        b1_over_gamma = (torch.exp(b1) / gamma).to(y.dtype)[:, None, None, None]
-        beta2_hat = torch.exp(b2).to(y.dtype)[:, None, None, None]
-        return torch.sqrt(b1_over_gamma * y + beta2_hat)
+        return (torch.exp(b1) / gamma).to(y.dtype), torch.exp(b2).to(y.dtype)
 
     def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
         s = self.scale(context).to(x.dtype)

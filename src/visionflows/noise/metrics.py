@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from visionflows.cameras import CAMERAS
 from visionflows.errors import DataError, InputError
-from visionflows.noise.nlf import CAMERAS
 
 __all__ = [
     "KL_EDGES",
