@@ -305,7 +305,8 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True, disable=not enabled, leave=False)
 
 
-def _hmc(target: _Target, eps: Tensor, cfg: AnnealConfig, generator, desc: str) -> tuple[Tensor, dict[str, Any]]:
+def _hmc(target: _Target, eps: Tensor, cfg: AnnealConfig, generator, desc: str,
+         callback: Callable[[int, Tensor], None] | None = None) -> tuple[Tensor, dict[str, Any]]:
     b = eps.shape[0]
     n_leap = 1 if cfg.method == "mala" else cfg.leapfrog_steps
     step = torch.full((b,), float(cfg.step_size), device=eps.device, dtype=eps.dtype)
@@ -338,6 +339,8 @@ def _hmc(target: _Target, eps: Tensor, cfg: AnnealConfig, generator, desc: str) 
             lp = torch.where(take, lp_new, lp)
             grad = torch.where(_bcast(take, grad), g, grad)
             ever |= take
+            if callback is not None:
+                callback(it, eps)
             if it < cfg.num_adaptation:
                 step = adapt.update(accept_prob)
                 if it == cfg.num_adaptation - 1:
@@ -358,14 +361,15 @@ def _hmc(target: _Target, eps: Tensor, cfg: AnnealConfig, generator, desc: str) 
     return eps, info
 
 
-def _nuts(target: _Target, eps: Tensor, cfg: AnnealConfig, generator, desc: str) -> tuple[Tensor, dict[str, Any]]:
+def _nuts(target: _Target, eps: Tensor, cfg: AnnealConfig, generator, desc: str,
+          callback: Callable[[int, Tensor], None] | None = None) -> tuple[Tensor, dict[str, Any]]:
     try:
         from pyro.infer import MCMC, NUTS
     except ImportError as err:  # pragma: no cover - pyro-ppl is a dependency
         raise ConfigError("annealing method 'nuts' needs Pyro (pyro-ppl).",
                           "pip install pyro-ppl, or use method='hmc'.") from err
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    out, accs, steps = [], [], []
+    out, accs, steps, chains = [], [], [], []
     devices = [eps.device] if eps.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), _progress(eps.shape[0], desc, cfg.progress) as bar:
         torch.manual_seed(seed)
@@ -386,13 +390,19 @@ def _nuts(target: _Target, eps: Tensor, cfg: AnnealConfig, generator, desc: str)
                         initial_params={"z": eps[k : k + 1].detach().clone()}, disable_progbar=True)
             with torch.enable_grad():
                 mcmc.run()
-            out.append(mcmc.get_samples()["z"][-1].to(eps.dtype))
+            chain = mcmc.get_samples()["z"].to(eps.dtype)  # the post-adaptation states
+            out.append(chain[-1])
+            if callback is not None:
+                chains.append(chain.reshape(chain.shape[0], *eps.shape[1:]))
             accs.append(float(kernel._mean_accept_prob))
             steps.append(float(kernel.step_size))
             if cfg.progress:
                 bar.set_postfix(acc=f"{accs[-1]:.2f}", step=f"{steps[-1]:.3g}")
                 bar.update(1)
     new = torch.cat(out).reshape(eps.shape)
+    if callback is not None:  # NUTS runs chain by chain: replay the post-adaptation iterations
+        for i in range(chains[0].shape[0]):
+            callback(cfg.num_adaptation + i, torch.stack([c[i] for c in chains]))
     moved = (new != eps).flatten(1).any(1)
     info = {"accept_rate": sum(accs) / len(accs), "accepted": float(moved.double().mean()),
             "step": torch.tensor(steps), "never_accepted": int((~moved).sum())}
@@ -408,12 +418,15 @@ def anneal_latent(
     like: Tensor | None = None,
     level: int = 0,
     desc: str | None = None,
+    callback: Callable[[int, Tensor], None] | None = None,
 ) -> tuple[Tensor, Tensor, LevelAnnealStats]:
     """Sample ``ε`` from ``π(ε) ∝ N(ε)^γ · |det ∂x/∂ε|^(1−γ)`` (``γ = 1/T²``), one chain per row of ``shape``.
 
     ``latent_map(ε, rows=None) → (x, log|det ∂x/∂ε|)`` is the level's inverse flow (differentiable in ``ε``;
     ``rows`` selects the chains a partial ``ε`` belongs to), ``like`` a
     tensor with the device and dtype to work in. Returns ``(ε, x, stats)`` with ``x = latent_map(ε)[0]``.
+    ``callback(iteration, ε)`` sees every chain's state after each iteration (NUTS: the post-adaptation ones,
+    after all chains ran) — for diagnostics such as effective sample sizes.
     """
     cfg = config or AnnealConfig()
     t = check_temperature(temperature, anneal=True)
@@ -424,7 +437,7 @@ def anneal_latent(
     target = _Target(latent_map, gamma)
     start = time.perf_counter()
     run = _nuts if cfg.method == "nuts" else _hmc
-    eps, info = run(target, eps, cfg, generator, desc or f"anneal level {level}")
+    eps, info = run(target, eps, cfg, generator, desc or f"anneal level {level}", callback)
     with torch.no_grad():
         x = latent_map(eps)[0]
     if like.device.type == "cuda":
