@@ -4,14 +4,16 @@ For every preset in ``--presets``, both schedules run :func:`~visionflows.wavele
 scratch on random crops of the built-in photos with the same total budget ``--minutes`` (``max_minutes``: the
 whole call, levels costliest first, time split by cost) and no step limit:
 
-* ``sequential``: ``parallel=1``, the levels one after another in this process (all CPU threads);
+* ``sequential``: ``parallel=1``, the levels one after another in this process (all CPU threads, the default);
+* ``sequential_1t``: the same with one torch thread (on a CPU shared with other processes, two threads per
+  process can be many times slower than one: the threads wait for each other);
 * ``parallel``: ``parallel=--parallel`` workers (this process plus long-lived worker processes), CPUs / workers
   threads each.
 
 Then the assembled model's bits/dim is measured on the held-out built-in photos
 (``open_images("builtin", R, 3, "test").eval_images``, dequantisation seed 1234; not counted in the wall time).
-The runs alternate (sequential, parallel, then parallel, sequential with ``--repeats 2``) so that a change of
-machine load hits both. Reported per run: wall seconds, bits/dim, steps per level, level-steps per second, and
+The schedules run in turn, in reverse order on every second repeat, so that a change of machine load hits
+all of them. Reported per run: wall seconds, bits/dim, steps per level, level-steps per second, and
 the 1-minute load average before and after (other processes on the machine slow both schedules).
 
 Writes ``benchmarks/results/wavelet_parallel.json``.
@@ -37,6 +39,8 @@ from visionflows.data.images import open_images  # noqa: E402
 from visionflows.wavelet.train import assemble, train_all_levels  # noqa: E402
 
 BIG = 10**8  # no step limit: the time budget stops every level
+#: schedule → (workers, threads per worker or None for the default) given --parallel
+SCHEDULES = {"sequential": lambda p: (1, None), "sequential_1t": lambda p: (1, 1), "parallel": lambda p: (p, None)}
 
 
 def _loadavg() -> float | None:
@@ -52,13 +56,13 @@ def held_out_bpd(root: Path, resolution: int, max_test: int) -> tuple[float, int
     return float(bpd.mean()), int(test.shape[0])
 
 
-def run_once(preset: str, workers: int, minutes: float, root: Path, max_test: int) -> dict:
+def run_once(preset: str, workers: int, minutes: float, root: Path, max_test: int, threads: int | None) -> dict:
     from visionflows.wavelet.presets import get_preset
 
     load0 = _loadavg()
     t0 = time.perf_counter()
     out = train_all_levels(preset, root, parallel=workers, data="builtin", steps=BIG, max_minutes=minutes,
-                           checkpoint_every=BIG, tensorboard=False)
+                           checkpoint_every=BIG, tensorboard=False, threads=threads)
     wall = time.perf_counter() - t0
     load1 = _loadavg()
     bpd, n_test = held_out_bpd(root, get_preset(preset).resolution, max_test)
@@ -76,7 +80,8 @@ def main() -> None:
     ap.add_argument("--presets", default="tiny_8,cpu_32")
     ap.add_argument("--minutes", default="1.5", help="wall-clock budget per run; one value, or one per preset")
     ap.add_argument("--parallel", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=1, help="pairs of runs per preset (ABBA order)")
+    ap.add_argument("--schedules", default="sequential,sequential_1t,parallel")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of every schedule per preset")
     ap.add_argument("--max-test", type=int, default=256, help="held-out crops evaluated")
     ap.add_argument("--work-dir", default=None)
     ap.add_argument("--out", default="wavelet_parallel", help="name of the JSON result in benchmarks/results/")
@@ -89,18 +94,18 @@ def main() -> None:
     config = {"presets": presets, "minutes": dict(zip(presets, minutes)), "parallel": args.parallel,
               "repeats": args.repeats, "cpus": len(os.sched_getaffinity(0))}
     results: dict = {"config": config, "runs": {}}
-    print(f"{'preset':<8} {'schedule':<10} {'wall s':>7} {'bits/dim':>9} {'level-steps/s':>13} {'load':>9}  steps")
+    print(f"{'preset':<8} {'schedule':<13} {'wall s':>7} {'bits/dim':>9} {'level-steps/s':>13} {'load':>9}  steps")
     for preset, mins in zip(presets, minutes):
         order = []
         for r in range(args.repeats):
-            pair = [("sequential", 1), ("parallel", args.parallel)]
-            order += pair if r % 2 == 0 else pair[::-1]
-        runs = results["runs"].setdefault(preset, {"sequential": [], "parallel": []})
-        for k, (name, workers) in enumerate(order):
-            res = run_once(preset, workers, mins, work / f"{preset}-{name}-{k}", args.max_test)
+            one = [(name, *SCHEDULES[name](args.parallel)) for name in args.schedules.split(",")]
+            order += one if r % 2 == 0 else one[::-1]
+        runs = results["runs"].setdefault(preset, {name: [] for name, _, _ in order})
+        for k, (name, workers, threads) in enumerate(order):
+            res = run_once(preset, workers, mins, work / f"{preset}-{name}-{k}", args.max_test, threads)
             runs[name].append(res)
             load = f"{res['loadavg_before'] or 0:.1f}→{res['loadavg_after'] or 0:.1f}"
-            print(f"{preset:<8} {name:<10} {res['wall_s']:>7.1f} {res['bpd']:>9.4f} {res['level_steps_per_s']:>13.1f} "
+            print(f"{preset:<8} {name:<13} {res['wall_s']:>7.1f} {res['bpd']:>9.4f} {res['level_steps_per_s']:>13.1f} "
                   f"{load:>9}  {list(res['level_steps'].values())}", flush=True)
             write_result(args.out, results)
     path = write_result(args.out, results)

@@ -4,9 +4,14 @@ Every loader returns uint8 tensors ``[C, H, W]`` (or ``[N, C, r, r]``) in [0, 25
 
 Resize / crop policy (documented, deterministic where it matters):
 
-* ``"resize"`` (default for folders and ``.npz``): centre-crop each image to its largest square, then resize to
-  ``resolution`` with PIL's antialiased bicubic filter. Evaluation uses exactly these images; training draws
-  random sub-crops of side ``resolution / c_L`` (a level's crop factor) and optional left-right flips.
+* ``"resize"`` (``.npz`` files, and folders opened for evaluation): centre-crop each image to its largest square,
+  then resize to ``resolution`` with PIL's antialiased bicubic filter. Evaluation uses exactly these images;
+  training draws random sub-crops of side ``resolution / c_L`` (a level's crop factor) and optional flips.
+* ``"multiscale"`` (folders opened for training, ``split="train"``): random crops at several scales — every photo
+  is rescaled so its short side is ``m·resolution`` for each ``m`` of :data:`TRAIN_SCALES` (1, 1.25, 1.5, 2; never
+  enlarging a photo except to reach ``m = 1``), and each training crop comes from one copy drawn uniformly (with
+  the optional flips). ``m = 1`` is the scale of the evaluation images, the ``"resize"`` centre squares, which
+  stay the pool's ``eval_images``.
 * ``"crop"`` (default for the built-in photos): rescale each image so its short side is ``short_side`` pixels
   (default ``4·resolution``), then take random ``resolution``-sized crops for training and a fixed grid of
   non-overlapping crops for evaluation.
@@ -47,6 +52,7 @@ __all__ = [
     "BUILTIN_PHOTOS",
     "BUILTIN_TEST",
     "IMAGE_EXTENSIONS",
+    "TRAIN_SCALES",
     "ImagePool",
     "builtin_photo",
     "builtin_photos",
@@ -61,6 +67,8 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+#: short sides, as multiples of the model's resolution, of the copies a folder's training photos are cropped from
+TRAIN_SCALES = (1.0, 1.25, 1.5, 2.0)
 #: decoded images larger than this many pixels are refused (decompression-bomb guard)
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
 #: environment variable that raises (or lowers) the limit
@@ -381,10 +389,14 @@ class ImagePool:
     Args:
         images: uint8 ``[C, H, W]`` tensors (sizes may differ) or one ``[N, C, H, W]`` tensor.
         resolution: the model's image side.
-        policy: ``"resize"`` (images are already ``resolution`` squares; eval = the images) or ``"crop"``
-            (images are rescaled to ``short_side``; eval = a grid of non-overlapping ``resolution`` crops).
+        policy: ``"resize"`` (images are already ``resolution`` squares; eval = the images), ``"crop"``
+            (images are rescaled to ``short_side``; eval = a grid of non-overlapping ``resolution`` crops) or
+            ``"multiscale"`` (training crops come from copies of every image rescaled so its short side is
+            ``m·resolution`` for each ``m`` of ``scales`` that does not upscale it — ``m = 1`` always —, one copy
+            drawn uniformly per crop; eval = the centre squares resized to ``resolution``, the ``"resize"`` images).
         eval_images: an explicit held-out set (uint8 ``[N, C, r, r]``), else derived from ``images``.
         source: a description for logs and errors.
+        scales: short-side multipliers of the ``"multiscale"`` policy (default :data:`TRAIN_SCALES`).
     """
 
     def __init__(
@@ -396,14 +408,24 @@ class ImagePool:
         eval_images: Tensor | None = None,
         source: str = "",
         max_eval: int = 256,
+        scales: Sequence[float] | None = None,
     ) -> None:
-        if policy not in ("resize", "crop"):
-            raise InputError(f"unknown crop policy {policy!r}; use 'resize' or 'crop'.")
+        if policy not in ("resize", "crop", "multiscale"):
+            raise InputError(f"unknown crop policy {policy!r}; use 'resize', 'crop' or 'multiscale'.")
         self.resolution, self.policy, self.source = int(resolution), policy, source
         imgs = list(images)
         if not imgs:
             raise DataError(f"no images in {source or 'the data source'}.")
-        if policy == "crop":
+        self.n_photos = len(imgs)
+        if policy == "multiscale":
+            self.scales = tuple(float(m) for m in (TRAIN_SCALES if scales is None else scales))
+            if not self.scales or any(not math.isfinite(m) or m < 1.0 for m in self.scales):
+                raise InputError(f"multiscale short-side multipliers must be finite and ≥ 1, got {self.scales}.",
+                                 "use multipliers like (1, 1.25, 1.5, 2).")
+            if eval_images is None:
+                eval_images = torch.stack([center_square(im, resolution) for im in imgs[:max_eval]])
+            imgs = _rescaled_copies(imgs, resolution, self.scales)
+        elif policy == "crop":
             short = int(short_side or 4 * resolution)
             imgs = [_short_side(im, max(short, resolution)) for im in imgs]
         else:
@@ -418,6 +440,7 @@ class ImagePool:
         self.eval_images = eval_images
 
     def __len__(self) -> int:
+        """The number of training images (for ``"multiscale"``: rescaled copies; ``n_photos`` counts sources)."""
         return len(self.images)
 
     def crops(self, n: int, size: int, generator: torch.Generator | None = None, flip: bool = False) -> Tensor:
@@ -426,6 +449,19 @@ class ImagePool:
 
     def __repr__(self) -> str:
         return f"ImagePool({self.source!r}, n={len(self.images)}, resolution={self.resolution}, policy={self.policy})"
+
+
+def _rescaled_copies(images: Sequence[Tensor], resolution: int, scales: Sequence[float]) -> list[Tensor]:
+    """Every image rescaled (antialiased bicubic) to short side ``round(m·resolution)`` for each ``m`` in
+    ``scales`` that does not enlarge it beyond its own short side; the ``m = 1`` copy always (upscaled if small)."""
+    out = []
+    for im in images:
+        short = min(im.shape[-2:])
+        sides = sorted({max(resolution, round(m * resolution)) for m in scales} | {resolution})
+        for side in sides:
+            if side == resolution or side <= short:
+                out.append(_short_side(im, side))
+    return out
 
 
 def grid_crops(images: Sequence[Tensor], size: int, max_n: int = 256) -> Tensor:
@@ -477,6 +513,8 @@ def open_images(
             imgs = torch.stack([to_channels(im, channels) for im in imgs])
         return ImagePool(imgs, resolution, "resize", source=str(path))
     if path.is_dir():
+        if split == "train":  # random crops at several scales (and the preset's flips) from the full photos
+            return ImagePool(load_folder(path, channels, None, on_error), resolution, "multiscale", source=str(path))
         return ImagePool(load_folder(path, channels, resolution, on_error), resolution, "resize", source=str(path))
     if path.is_file():
         img = load_image(path, channels)
