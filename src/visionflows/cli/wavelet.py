@@ -17,6 +17,8 @@ from visionflows.cli.common import (
 from visionflows.errors import CheckpointError, ConfigError
 from visionflows.validation import (
     NON_NEGATIVE_INT,
+    OPEN_UNIT,
+    POSITIVE,
     POSITIVE_INT,
     TEMPERATURE,
     check_finite_weights,
@@ -91,6 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             q.add_argument("--batch-size", type=_INT1, default=32)
             q.add_argument("--json", default=None, help="also write the results to this JSON file")
             q.add_argument("--save-model", default=None, help="save the assembled model to this file")
+            q.add_argument("--no-codecs", action="store_true", help="skip the lossless-codec reference (PNG and "
+                           "WebP-lossless bits/dim of the same pixels)")
             q.set_defaults(func=_eval)
         else:
             q.add_argument("--out", required=True, help="output folder")
@@ -98,17 +102,89 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="sampling temperature in [0, 10] (1 = the model)")
         if name == "sample":
             q.add_argument("--n", type=_INT1, default=16, help="samples per resolution")
+            _add_anneal_args(q)
             q.set_defaults(func=_sample)
         if name == "superres":
-            q.add_argument("--image", required=True, help="ground-truth image (square, power-of-two side)")
-            q.add_argument("--factor", type=_factor_arg, default=4, help="a power of two >= 2, below the model's "
-                           "resolution")
-            q.add_argument("--n-samples", type=_INT1, default=4)
+            what = q.add_mutually_exclusive_group(required=True)
+            what.add_argument("--image", help="one ground-truth image (square, power-of-two side; or --center-crop)")
+            what.add_argument("--images", help="a folder of held-out photos: centre squares at the model's "
+                                               "resolution, a PSNR/SSIM table at every --factors against bicubic/box")
+            q.add_argument("--factor", type=_factor_arg, default=4, help="with --image: a power of two >= 2, below "
+                           "the model's resolution")
+            q.add_argument("--factors", type=_factors_arg, default=(2, 4), help="with --images: comma-separated "
+                           "powers of two (default 2,4)")
+            q.add_argument("--n-samples", type=_INT1, default=4, help="with --image: samples drawn (1 at T = 0)")
+            q.add_argument("--mean", action="store_true", help="with --image: output the mean of the --n-samples "
+                           "samples (the conditional-mean estimate)")
+            q.add_argument("--mean-of", type=_INT1, default=8, help="with --images: samples averaged by the "
+                           "mean-of-n method (T = 1)")
+            q.add_argument("--max-images", type=_INT1, default=64, help="with --images: photos used")
+            q.add_argument("--anneal-images", type=_INT1, default=None, help="with --images and --anneal: annealed "
+                           "on the first N photos only (it is slow; default all)")
             q.add_argument("--center-crop", action="store_true", help="centre-crop and resize any image")
+            _add_anneal_args(q)
             q.set_defaults(func=_superres)
 
     pr = sub.add_parser("presets", help="list the named presets")
     pr.set_defaults(func=_presets)
+
+
+def _factors_arg(text: str) -> tuple[int, ...]:
+    """``--factors``: comma-separated powers of two >= 2."""
+    parts = [t for t in text.split(",") if t.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("must name at least one factor, e.g. 2,4")
+    return tuple(sorted({_factor_arg(t.strip()) for t in parts}))
+
+
+_ANNEAL_METHODS = ("hmc", "mala", "nuts", "official")
+
+
+def _add_anneal_args(q: argparse.ArgumentParser) -> None:
+    g = q.add_argument_group("annealed sampling (MCMC on p^(1/T^2), level by level; see docs/waveletflow.md)")
+    g.add_argument("--anneal", nargs="?", const="hmc", choices=_ANNEAL_METHODS, default=None,
+                   help="sample by annealed MCMC: hmc (batched, default), mala, nuts (Pyro) or official (Pyro NUTS "
+                        "with the official settings); needs --temperature > 0")
+    g.add_argument("--anneal-steps", type=_INT1, default=None, help="MCMC iterations per level (official 40)")
+    g.add_argument("--anneal-adapt", type=_INT0, default=None,
+                   help="leading iterations that adapt the step size (official 10; < --anneal-steps)")
+    g.add_argument("--target-accept", type=number_arg(OPEN_UNIT), default=None, help="acceptance rate aimed at "
+                   "(official 0.6)")
+    g.add_argument("--step-size", type=number_arg(POSITIVE), default=None, help="initial step size (official 0.01)")
+    g.add_argument("--leapfrog-steps", type=_INT1, default=None, help="leapfrog steps per HMC proposal (8)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _anneal_config(args: argparse.Namespace):
+    """The :class:`AnnealConfig` the flags ask for (``None`` without ``--anneal``); errors name the flag."""
+    from visionflows.wavelet.anneal import AnnealConfig
+
+    tuning = {"num_results": args.anneal_steps, "num_adaptation": args.anneal_adapt,
+              "target_accept": args.target_accept, "step_size": args.step_size,
+              "leapfrog_steps": args.leapfrog_steps}
+    tuning = {k: v for k, v in tuning.items() if v is not None}
+    if args.anneal is None:
+        if tuning:
+            flags = ", ".join("--" + k.replace("_", "-") for k in _TUNING_FLAGS if getattr(args, k) is not None)
+            raise ConfigError(f"{flags} tune the annealed sampler, but --anneal is not given.",
+                              "add --anneal (hmc, mala, nuts or official), or drop those flags.")
+        return None
+    if args.temperature <= 0:
+        raise ConfigError(f"annealed sampling needs --temperature > 0, got {args.temperature:g} (the target is "
+                          "p^(1/T^2)).", "use e.g. --temperature 0.8, or drop --anneal for the T = 0 mode.")
+    if "num_results" in tuning and "num_adaptation" not in tuning:
+        tuning["num_adaptation"] = min(10, tuning["num_results"] - 1)
+    if args.anneal == "official":
+        return AnnealConfig.official(progress=not args.no_progress, **tuning)
+    return AnnealConfig(method=args.anneal, progress=not args.no_progress, **tuning)
+
+
+_TUNING_FLAGS = ("anneal_steps", "anneal_adapt", "target_accept", "step_size", "leapfrog_steps")
+
+
+def _print_anneal_stats(model) -> None:
+    if getattr(model, "last_anneal_stats", None) is not None:
+        print(model.last_anneal_stats.summary())
 
 
 def _check_source(args: argparse.Namespace) -> None:
@@ -238,6 +314,15 @@ def _eval(args: argparse.Namespace) -> int:
     for lv, (c, b) in enumerate(zip(res["levels"], res["level_bpd"])):
         print(f"{lv:>5} {model.level_dims()[lv]:>7} {b:>9.4f} {c:>9.4f}  {model.level_sources.get(lv, '-')}")
     print(f"total bits/dim: {res['total']:.4f}")
+    if not args.no_codecs:
+        from visionflows.wavelet.codecs import codec_bits_per_dim
+
+        res["codecs"] = codec_bits_per_dim(images)
+        ref = ", ".join(f"{name} {bpd:.4f}" for name, bpd in res["codecs"].items())
+        best = min(res["codecs"].values())
+        verdict = "below" if res["total"] < best else "above"
+        print(f"lossless codecs on the same {res['n_images']} images (Pillow): {ref} bits/dim; the model is "
+              f"{abs(res['total'] - best):.4f} bits/dim {verdict} the best codec")
     if args.json:
         from visionflows.io import atomic_write_text
 
@@ -252,40 +337,92 @@ def _sample(args: argparse.Namespace) -> int:
     from visionflows.wavelet.sample import save_sample_grids
 
     check_output_dir(args.out, "--out")
+    anneal = _anneal_config(args)
     model = _load(args, require=())
-    paths = save_sample_grids(model, args.out, args.n, args.temperature, args.seed)
+    paths = save_sample_grids(model, args.out, args.n, args.temperature, args.seed, anneal=anneal)
     for p in paths:
         print(p)
+    _print_anneal_stats(model)
     return 0
 
 
 def _superres(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out")
+    anneal = _anneal_config(args)
+    if args.images:
+        return _superres_folder(args, anneal)
     from visionflows.data.images import load_image
     from visionflows.errors import InputError
-    from visionflows.wavelet.sample import prepare_ground_truth, super_resolution_report
+    from visionflows.wavelet.sample import prepare_ground_truth
+    from visionflows.wavelet.superres import super_resolution_report
 
-    check_output_dir(args.out, "--out")
     check_input_file(args.image, "--image", "image file")
     image = load_image(args.image, channels=None)
     model = _load(args, require=())
-    if args.factor >= model.resolution:
-        top = model.resolution // 2
-        raise InputError(f"--factor {args.factor} is too large for this {model.resolution}x{model.resolution} model.",
-                         f"use a power of two from 2 to {top}." if top >= 2 else "use a larger model.")
+    _check_factor(model, args.factor, "--factor")
     if image.shape[0] != model.channels:
         raise InputError(
             f"{args.image} has {image.shape[0]} channel(s) but the model expects {model.channels}.",
             "convert the image (RGB ↔ greyscale) or use a model with the matching channel count.",
         )
     gt = prepare_ground_truth(image, model.resolution, args.center_crop)
-    rep = super_resolution_report(model, gt, args.factor, args.out, args.n_samples, args.temperature, args.seed)
-    print(f"super-resolution x{rep['factor']}: {rep['low_res']}² → {rep['resolution']}², T = {rep['temperature']}")
+    rep = super_resolution_report(model, gt, args.factor, args.out, args.n_samples, args.temperature, args.seed,
+                                  anneal=anneal, reduce="mean" if args.mean else None)
+    print(f"super-resolution x{rep['factor']}: {rep['low_res']}² → {rep['resolution']}², T = {rep['temperature']} "
+          f"({rep['mode']})")
     print(f"{'method':<12} {'PSNR (dB)':>10} {'SSIM':>8}")
     for k, m in enumerate(rep["samples"]):
-        print(f"{'sample ' + str(k):<12} {m['psnr']:>10.3f} {m['ssim']:>8.4f}")
+        label = "mean" if rep["mode"] == "mean" else "mode" if rep["mode"] == "mode" else f"sample {k}"
+        print(f"{label:<12} {m['psnr']:>10.3f} {m['ssim']:>8.4f}")
     for k in ("sample_mean", "bicubic", "box"):
         print(f"{k:<12} {rep[k]['psnr']:>10.3f} {rep[k]['ssim']:>8.4f}")
+    _print_anneal_stats(model)
     print(f"wrote {Path(args.out) / 'superres.png'} and {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def _check_factor(model, factor: int, flag: str) -> None:
+    """A factor the model can super-resolve by from a low-res input of at least 2×2."""
+    from visionflows.errors import InputError
+
+    if factor >= model.resolution:
+        top = model.resolution // 2
+        raise InputError(f"{flag} {factor} is too large for this {model.resolution}x{model.resolution} model (the "
+                         f"low-res input would be {model.resolution // factor}x{model.resolution // factor}).",
+                         f"use a power of two from 2 to {top}." if top >= 2 else "use a larger model.")
+    model.check_superres_factor(factor)
+
+
+def _superres_folder(args: argparse.Namespace, anneal) -> int:
+    """``superres --images DIR``: the PSNR/SSIM table of every method at every factor, figures, JSON."""
+    from visionflows.data.images import open_images
+    from visionflows.errors import DataError
+    from visionflows.wavelet.superres import format_superres_table, superres_benchmark
+
+    check_input_dir(args.images, "--images", "folder of photos")
+    model = _load(args, require=())
+    for f in args.factors:
+        _check_factor(model, f, "--factors")
+    try:
+        pool = open_images(args.images, model.resolution, model.channels, "test")
+    except DataError as err:
+        raise DataError(err.problem, "point --images at a folder of .png/.jpg photos.") from err
+    images = pool.eval_images[: args.max_images]
+    print(f"super-resolution of {images.shape[0]} photos from {args.images} at {model.resolution}², factors "
+          f"{', '.join(f'x{f}' for f in args.factors)}", flush=True)
+    res = superres_benchmark(model, images, args.out, args.factors, args.temperature, args.mean_of, anneal,
+                             args.anneal_images, seed=args.seed, log=lambda m: print(m, flush=True))
+    print(format_superres_table(res))
+    if res.get("anneal"):
+        a = res["anneal"]
+        print(f"annealed sampling: {a['seconds_per_image']:.2f} s per image")
+        for name, rows in a["levels"].items():
+            acc = sum(r["accept_rate"] for r in rows) / len(rows)
+            step = sum(r["step_size"] for r in rows) / len(rows)
+            print(f"  {name}: acceptance {acc:.2f}, step size {step:.3g}")
+    out = Path(args.out)
+    print(f"wrote {out / 'superres_table.json'} and " + ", ".join(str(out / f"superres_x{f}.png")
+                                                                for f in args.factors))
     return 0
 
 

@@ -214,12 +214,8 @@ def _wavelet_part(out: Path, b: DemoBudget, report: Report, log) -> dict[str, An
     from visionflows.data.images import open_images
     from visionflows.wavelet import create_model
     from visionflows.wavelet.presets import get_preset
-    from visionflows.wavelet.sample import (
-        evaluate_model,
-        prepare_ground_truth,
-        save_sample_grids,
-        super_resolution_report,
-    )
+    from visionflows.wavelet.sample import evaluate_model, prepare_ground_truth, save_sample_grids
+    from visionflows.wavelet.superres import super_resolution_report
     from visionflows.wavelet.train import assemble, train_all_levels
 
     preset = get_preset(b.wavelet_preset)

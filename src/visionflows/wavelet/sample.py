@@ -6,7 +6,6 @@ Every output file is written atomically (:func:`visionflows.io.atomic_write`).
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 from pathlib import Path
@@ -17,8 +16,8 @@ import torch
 from torch import Tensor
 
 from visionflows.errors import InputError
-from visionflows.io import atomic_write_bytes, atomic_write_text
-from visionflows.wavelet.model import WaveletFlow, check_images, n_levels_for
+from visionflows.io import atomic_write_bytes
+from visionflows.wavelet.model import WaveletFlow, n_levels_for
 
 __all__ = [
     "evaluate_model",
@@ -26,7 +25,6 @@ __all__ = [
     "prepare_ground_truth",
     "save_png",
     "save_sample_grids",
-    "super_resolution_report",
 ]
 
 
@@ -70,12 +68,14 @@ def save_sample_grids(
     temperature: float = 1.0,
     seed: int = 0,
     resolution: int | None = None,
+    anneal: Any = None,
 ) -> list[Path]:
     """Sample ``n`` images and write ``out_dir/samples_{res}.png`` for every resolution 1, 2, …, 2^l.
 
-    Tiles are nearest-upscaled to the final resolution so every grid has the same size.
+    Tiles are nearest-upscaled to the final resolution so every grid has the same size. ``anneal``: annealed
+    MCMC sampling (see :meth:`WaveletFlow.sample`); its statistics are in ``model.last_anneal_stats``.
     """
-    samples = model.sample_pyramid(n, resolution, temperature, torch.Generator().manual_seed(seed))
+    samples = model.sample_pyramid(n, resolution, temperature, torch.Generator().manual_seed(seed), anneal=anneal)
     top = samples[-1].shape[-1]
     out = Path(out_dir)
     return [save_png(out / f"samples_{s.shape[-1]:04d}.png", image_grid(s, tile=top)) for s in samples]
@@ -108,82 +108,6 @@ def prepare_ground_truth(image: Tensor, resolution: int, center_crop: bool = Fal
     return torch.nn.functional.avg_pool2d(image[None].float(), f)[0].round().clamp(0, 255).to(torch.uint8)
 
 
-def _metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    channel_axis = 2 if gt.shape[2] > 1 else None
-    p, g = (pred, gt) if channel_axis is not None else (pred[..., 0], gt[..., 0])
-    win = min(7, g.shape[0] - (1 - g.shape[0] % 2))
-    return {
-        "psnr": float(peak_signal_noise_ratio(g, p, data_range=255)),
-        "ssim": float(structural_similarity(g, p, data_range=255, channel_axis=channel_axis, win_size=win)),
-    }
-
-
-def _upsample(low: Tensor, factor: int, method: str) -> Tensor:
-    """uint8 ``[C, h, w]`` → ``[C, h·f, w·f]``: ``"box"`` (pixel replication) or ``"bicubic"`` (PIL)."""
-    if method == "box":
-        return low.repeat_interleave(factor, 1).repeat_interleave(factor, 2)
-    from PIL import Image
-
-    arr = low.permute(1, 2, 0).numpy()
-    im = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
-    out = np.asarray(im.resize((low.shape[2] * factor, low.shape[1] * factor), Image.BICUBIC), dtype=np.uint8)
-    t = torch.from_numpy(out.copy())
-    return t[None] if t.dim() == 2 else t.permute(2, 0, 1)
-
-
-def super_resolution_report(
-    model: WaveletFlow,
-    ground_truth: Tensor,
-    factor: int,
-    out_dir: str | os.PathLike,
-    n_samples: int = 4,
-    temperature: float = 1.0,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Super-resolve the block-mean low-res version of ``ground_truth`` (uint8 ``[C, r, r]``) by ``factor``.
-
-    Writes ``out_dir/superres.png`` (low-res input box-upscaled | samples | bicubic | ground truth),
-    ``low_res.png``, ``sample_K.png`` and ``metrics.json`` with PSNR/SSIM (data_range 255) of every sample and
-    of bicubic and box upsampling against the ground truth. Returns the metrics dict.
-    """
-    check_images(ground_truth[None], model.channels, model.resolution, "ground truth")
-    steps = n_levels_for(int(factor), "super-resolution factor")
-    r = ground_truth.shape[-1]
-    if steps > model.n_levels:
-        raise InputError(f"factor {factor} is too large for a {r}×{r} model.", f"use a factor ≤ {r}.")
-    low = torch.nn.functional.avg_pool2d(ground_truth[None].float(), factor)[0].round().clamp(0, 255)
-    low = low.to(torch.uint8)
-    samples = model.super_resolve(low[None], factor, temperature, n_samples, torch.Generator().manual_seed(seed))[0]
-    samples = _to_uint8(samples)
-    gt_np = ground_truth.permute(1, 2, 0).numpy()
-    bicubic, box = _upsample(low, factor, "bicubic"), _upsample(low, factor, "box")
-    per_sample = [_metrics(s.permute(1, 2, 0).numpy(), gt_np) for s in samples]
-    report: dict[str, Any] = {
-        "factor": int(factor),
-        "resolution": r,
-        "low_res": r // factor,
-        "temperature": float(temperature),
-        "seed": int(seed),
-        "samples": per_sample,
-        "sample_mean": {k: float(np.mean([m[k] for m in per_sample])) for k in ("psnr", "ssim")},
-        "bicubic": _metrics(bicubic.permute(1, 2, 0).numpy(), gt_np),
-        "box": _metrics(box.permute(1, 2, 0).numpy(), gt_np),
-        "level_sources": {str(k): v for k, v in model.level_sources.items()},
-    }
-    out = Path(out_dir)
-    row = torch.cat([box[None], samples, bicubic[None], ground_truth[None]])
-    save_png(out / "superres.png", image_grid(row, nrow=len(row)))
-    save_png(out / "low_res.png", low.permute(1, 2, 0).numpy())
-    save_png(out / "ground_truth.png", gt_np)
-    for k, s in enumerate(samples):
-        save_png(out / f"sample_{k}.png", s.permute(1, 2, 0).numpy())
-    atomic_write_text(out / "metrics.json", json.dumps(report, indent=2) + "\n")
-    return report
-
-
-@torch.no_grad()
 def evaluate_model(model: WaveletFlow, images: Tensor, batch_size: int = 32, seed: int = 0) -> dict[str, Any]:
     """Bits/dim of uint8 ``images`` (full, uncropped) with fixed dequantisation noise.
 
@@ -206,3 +130,15 @@ def evaluate_model(model: WaveletFlow, images: Tensor, batch_size: int = 32, see
         "level_bpd": (contrib * model.num_dims / dims).tolist(),
         "n_images": int(images.shape[0]),
     }
+
+
+def __getattr__(name: str) -> Any:  # moved names, importable from here as before
+    if name in ("super_resolution_report", "superres_benchmark", "format_superres_table", "block_mean_low_res"):
+        from visionflows.wavelet import superres
+
+        return getattr(superres, name)
+    if name in ("CODECS", "codec_bits_per_dim"):
+        from visionflows.wavelet import codecs
+
+        return getattr(codecs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
