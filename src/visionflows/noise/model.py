@@ -17,9 +17,10 @@ from torch import Tensor, nn
 
 from visionflows.cameras import CAMERAS
 from visionflows.errors import ConfigError, InputError
-from visionflows.flows import Bijector, Compose, StandardNormal
+from visionflows.flows import Bijector, StandardNormal
 from visionflows.noise.base import NoiseModel, resolve_context
 from visionflows.noise.context import NoiseContext
+from visionflows.noise.fused import NoiseFlowTransform
 from visionflows.noise.layers import GainLayer, SignalDependentLayer, unconditional_step
 from visionflows.noise.param_layers import ParamGainLayer, ParamSignalLayer
 from visionflows.registry import register_model
@@ -139,7 +140,7 @@ class NoiseFlow(NoiseModel):
                     step = unconditional_step(channels, width)
                 layers.extend(step.layers)
                 names.extend([f"conv1x1_{b}", f"coupling_{b}"])
-        super().__init__(Compose(*layers), StandardNormal())
+        super().__init__(NoiseFlowTransform(*layers), StandardNormal())
         self.arch, self.width, self.channels = arch, int(width), int(channels)
         self.uses_measured_params = any(t in ("sdnp", "gainp") for t in tokens)
         if self.uses_measured_params:  # nothing is indexed by ISO or camera
@@ -217,11 +218,13 @@ class NoiseFlow(NoiseModel):
     # -- exact maps -----------------------------------------------------------------------------------
     def _transform(self, inverse: bool, x: Tensor, ctx: NoiseContext) -> tuple[Tensor, Tensor]:
         """The transform (or its inverse), chunked over the batch when every layer is in eval mode and autograd is
-        off (samples are then independent; same values up to float rounding)."""
+        off (samples are then independent; same values up to float rounding). The native fast path
+        (:mod:`visionflows.noise.fused`) works per sample already and is not chunked."""
         fn = self.transform.inverse if inverse else self.transform
         per_sample = max(1, x[0].numel())
         size = max(1, self.eval_chunk_values // per_sample)
-        if (x.shape[0] <= size or torch.is_grad_enabled() or torch.compiler.is_compiling()
+        fast = isinstance(self.transform, NoiseFlowTransform) and self.transform.fast_path(x, ctx)
+        if (fast or x.shape[0] <= size or torch.is_grad_enabled() or torch.compiler.is_compiling()
                 or any(m.training for m in self.modules())):
             return fn(x, ctx)
         outs = [fn(x[i : i + size], ctx[i : i + size]) for i in range(0, x.shape[0], size)]

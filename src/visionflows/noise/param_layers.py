@@ -62,15 +62,20 @@ class ParamSignalLayer(Bijector):
         self.weight = nn.Parameter(torch.zeros(2, 2))
         self.bias = nn.Parameter(torch.zeros(2))
 
-    def scale(self, context: NoiseContext) -> Tensor:
-        """``s`` ``[B, C, H, W]``: the per-pixel std this layer divides by."""
+    def coefficients(self, context: NoiseContext) -> tuple[Tensor, Tensor]:
+        """``(a, b)`` ``[B, C]`` in the clean patch's dtype: ``s² = a·y + b`` per sample and channel."""
         y = context.clean
         f = param_features(context, y.shape[1])
         u = f.to(self.weight.dtype) @ self.weight.T + self.bias  # [B, C, 2]
         nlf = torch.exp(f[..., 0] + _LOG_K0), torch.exp(f[..., 1] + _LOG_V0)
-        a = (torch.exp(u[..., 0]).double() * nlf[0]).to(y.dtype)[:, :, None, None]
-        b = (torch.exp(u[..., 1]).double() * nlf[1]).to(y.dtype)[:, :, None, None]
-        return torch.sqrt(a * y + b)
+        a = (torch.exp(u[..., 0]).double() * nlf[0]).to(y.dtype)
+        b = (torch.exp(u[..., 1]).double() * nlf[1]).to(y.dtype)
+        return a, b
+
+    def scale(self, context: NoiseContext) -> Tensor:
+        """``s`` ``[B, C, H, W]``: the per-pixel std this layer divides by."""
+        a, b = self.coefficients(context)
+        return torch.sqrt(a[:, :, None, None] * context.clean + b[:, :, None, None])
 
     def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
         s = self.scale(context).to(x.dtype)

@@ -1,0 +1,361 @@
+"""The fast CPU path of the Noise Flow transform: the native kernels of :mod:`visionflows.kernels` (``noiseflow.cpp``).
+
+:class:`NoiseFlowTransform` is the :class:`~visionflows.flows.Compose` of a :class:`~visionflows.noise.NoiseFlow`.
+Its ``forward`` (noise → latent) and ``inverse`` (latent → noise) use the kernels when :func:`fast_path_reason`
+finds nothing against it (float32 CPU tensors, the layer types of the official architectures, the library built),
+and the plain layer-by-layer PyTorch path otherwise; :attr:`NoiseFlowTransform.use_kernels` ``= False`` (or the
+environment variable ``VISIONFLOWS_KERNELS=0``) forces the plain path. Both give the same values up to float32
+rounding (``tests/test_noise_kernels.py``).
+
+* **eval mode** (NLL, sampling, encode/decode): one kernel call runs every layer of a sample in cache-sized
+  zero-padded planes (BatchNorm, the ``exp(3·logs)`` gain and the edge ring folded into the convolutions, as in
+  :meth:`NoiseFlowCouplingNet.eval_params`). With autograd the gradients are those of the plain path, recomputed
+  in the backward pass; the forward values are the kernel's, the same with and without autograd.
+* **training mode**: each ``unc`` step (1×1 convolution + coupling, batch-statistics BatchNorm) is one fused
+  forward kernel that keeps only the batch statistics, and one backward kernel that recomputes the activations;
+  the BatchNorm running statistics are updated as ``nn.BatchNorm2d`` does. The other layers (S, G) run as PyTorch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from visionflows import kernels
+from visionflows.flows import AffineCoupling, Compose, logdet_dtype
+from visionflows.flows.conv1x1 import _Conv1x1Base
+from visionflows.noise.context import NoiseContext
+from visionflows.noise.layers import GainLayer, NoiseFlowCouplingNet, SignalDependentLayer, _state_key
+from visionflows.noise.param_layers import ParamGainLayer, ParamSignalLayer
+
+__all__ = ["NoiseFlowTransform", "fast_path_reason", "kernel_library"]
+
+_ABI = 4
+_VL = 16  # pixels per vector block of the kernels (bias maps are padded to a multiple of it)
+_P = ctypes.c_void_p
+_I = ctypes.c_int
+
+
+def kernel_library() -> ctypes.CDLL | None:
+    """The compiled ``noiseflow`` kernels with their signatures set, or ``None`` (no compiler, build failed,
+    ``VISIONFLOWS_KERNELS=0``, or an out-of-date build)."""
+    lib = kernels.load("noiseflow")
+    if lib is None:
+        return None
+    if not getattr(lib, "_vf_ready", False):
+        if lib.nf_abi_version() != _ABI:
+            return None
+        lib.nf_eval.argtypes = [_P, _P, _P, _I, _I, _I, _P, _I, _P, _P, _I, _I, _I]
+        lib.nf_unc_train_fwd.argtypes = [_P, _P, _P, _P, _P, _I, _I, _I, _I, ctypes.c_float, _I]
+        lib.nf_unc_train_bwd.argtypes = [_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, ctypes.c_float, _I]
+        lib._vf_ready = True
+    return lib
+
+
+# ------------------------------------------------------------------------------------------------ structure
+def _unc_ok(conv: Any, coupling: Any) -> bool:
+    if not (isinstance(conv, _Conv1x1Base) and conv.channels == 4 and type(coupling) is AffineCoupling):
+        return False
+    net = coupling.net
+    if not (coupling.split == 2 and coupling.channels == 4 and coupling.context_channels == 0
+            and not coupling.shift_first and type(net) is NoiseFlowCouplingNet):
+        return False
+    wd = net.l_1.out_channels
+    return (wd in (4, 8) and net.l_1.in_channels == 2 and net.l_1.kernel_size == (3, 3) and net.l_1.padding == (1, 1)
+            and net.l_last.conv.out_channels == 4 and net.l_last.conv.in_channels == wd + 1
+            and all(bn.momentum is not None and bn.track_running_stats and not bn.affine and bn.num_features == wd
+                    for bn in (net.bn_1, net.bn_2)))
+
+
+def _structure(layers: Any) -> list[tuple] | None:
+    """``[(kind, *modules)]`` with kind ``sdn`` / ``sdnp`` / ``gain`` / ``gainp`` / ``unc`` (conv, coupling), or
+    ``None`` when a layer has no kernel."""
+    ops: list[tuple] = []
+    i, n = 0, len(layers)
+    while i < n:
+        layer = layers[i]
+        kind = {SignalDependentLayer: "sdn", ParamSignalLayer: "sdnp", GainLayer: "gain",
+                ParamGainLayer: "gainp"}.get(type(layer))
+        if kind is not None:
+            ops.append((kind, layer))
+            i += 1
+        elif i + 1 < n and _unc_ok(layer, layers[i + 1]):
+            ops.append(("unc", layer, layers[i + 1]))
+            i += 2
+        else:
+            return None
+    return ops
+
+
+def _is_plain(t: Any) -> bool:
+    """A strided CPU float32 tensor the kernels can read through its pointer (no functorch/subclass wrapper)."""
+    if type(t) is not Tensor and not isinstance(t, torch.nn.Parameter):
+        return False
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return (t.dtype == torch.float32 and t.device.type == "cpu" and t.layout == torch.strided
+            and not (wrapped is not None and wrapped(t)) and not torch._C._functorch.is_batchedtensor(t))
+
+
+def fast_path_reason(transform: Compose, x: Tensor, context: Any) -> str | None:
+    """Why ``transform(x, context)`` would take the plain PyTorch path (``None``: it takes the kernels)."""
+    if not getattr(transform, "use_kernels", True):
+        return "use_kernels is False"
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return "compiling or tracing"
+    if not _is_plain(x) or x.dim() != 4 or x.shape[1] != 4 or x.shape[0] == 0 or x.shape[2] * x.shape[3] == 0:
+        return "input is not a non-empty float32 CPU tensor [B, 4, H, W]"
+    if not isinstance(context, NoiseContext) or not _is_plain(context.clean) or context.clean.shape != x.shape:
+        return "context clean patch is not a float32 CPU tensor of the input's shape"
+    if context.clean.requires_grad or (context.nlf is not None and context.nlf.requires_grad):
+        return "the context requires a gradient"
+    ops = _ops(transform)
+    if ops is None:
+        return "a layer without a kernel"
+    if not all(_is_plain(p) for p in transform.parameters()):
+        return "parameters are not float32 CPU tensors"
+    modes = {op[2].net.training for op in ops if op[0] == "unc"}
+    if len(modes) > 1:
+        return "coupling networks in mixed train/eval modes"
+    if modes == {True} and x.shape[0] * x.shape[2] * x.shape[3] < 2:
+        return "training-mode BatchNorm of a single value (plain path raises)"
+    if kernel_library() is None:
+        return f"kernels unavailable ({kernels.build_error('noiseflow') or 'disabled'})"
+    return None
+
+
+def _ops(transform: Compose) -> list[tuple] | None:
+    key = tuple(id(m) for m in transform.layers)
+    cached = transform.__dict__.get("_vf_structure")
+    if cached is None or cached[0] != key:
+        cached = (key, _structure(transform.layers))
+        transform.__dict__["_vf_structure"] = cached
+    return cached[1]
+
+
+def _training(ops: list[tuple]) -> bool:
+    return any(op[0] == "unc" and op[2].net.training for op in ops)
+
+
+# ----------------------------------------------------------------------------------------------- eval mode
+def _padded_map(bias_map: Tensor, width: int) -> Tensor:
+    """``[1, 4, H, W] -> [4, H, Wr]`` zero-padded to a multiple of the vector length."""
+    wr = -(-width // _VL) * _VL
+    return F.pad(bias_map[0], (0, wr - width))
+
+
+def _unc_eval_params(conv: Any, coupling: AffineCoupling, height: int, width: int, inverse: bool) -> Tensor:
+    """Packed eval parameters of one unc step: ``M[16] w1 b1 w2 b2 w3 λ bm`` (``M⁻¹`` for the inverse)."""
+    m, _ = conv._weights(torch.float32, inverse=inverse)
+    w1, b1, w2, b2, w3, bias_map = coupling.net.eval_params(height, width, torch.float32)
+    lam = coupling.scale_bound.to(torch.float32).reshape(1)
+    return torch.cat([m.reshape(-1), w1.reshape(-1), b1, w2.reshape(-1), b2, w3.reshape(-1), lam,
+                      _padded_map(bias_map, width).reshape(-1)]).contiguous()
+
+
+def _layer_logdet(op: tuple, x: Tensor, context: NoiseContext) -> Tensor | None:
+    """The forward log-det ``[B]`` of a layer the kernel does not count (1×1 convolutions, gains); else None."""
+    kind = op[0]
+    b, n = x.shape[0], x[0].numel()
+    if kind == "unc":
+        lad = op[1].log_abs_det()
+        return (lad.to(logdet_dtype(x)) * (x.shape[2] * x.shape[3])).expand(b)
+    if kind == "gain":
+        return (-n * torch.log(op[1].gain_val.to(x.dtype).abs())).to(logdet_dtype(x)).expand(b)
+    if kind == "gainp":
+        return (-n * op[1].log_gain(context, x.shape[1])).to(logdet_dtype(x))
+    return None
+
+
+def _eval_plan(transform: Compose, ops: list[tuple], x: Tensor, context: NoiseContext,
+               inverse: bool) -> tuple[list[int], list[Tensor], Tensor]:
+    """Kernel op types, their packed parameter tensors, and the log-det ``[B]`` of the layers the kernel leaves
+    out (in the direction of ``inverse``)."""
+    b, _, h, w = x.shape
+    key = (h, w, inverse, _state_key(transform))
+    cache = transform.__dict__.get("_vf_eval_cache")
+    if cache is not None and cache[0] == key:
+        unc_params, extra = cache[1]
+    else:
+        unc_params = [_unc_eval_params(op[1], op[2], h, w, inverse) for op in ops if op[0] == "unc"]
+        extra = None
+        for op in ops:
+            if op[0] == "unc":
+                ld = _layer_logdet(op, x[:1], context)
+                extra = ld if extra is None else extra + ld
+        transform.__dict__["_vf_eval_cache"] = (key, (unc_params, extra))
+    types: list[int] = []
+    params: list[Tensor] = []
+    unc_iter = iter(unc_params)
+    extra_ld = torch.zeros(b, dtype=torch.float32) if extra is None else extra.expand(b).clone()
+    for op in ops:
+        kind = op[0]
+        if kind == "unc":
+            types.append(2)
+            params.append(next(unc_iter))
+            continue
+        if kind in ("sdn", "sdnp"):
+            a, c = op[1].coefficients(context)
+            if a.dim() == 1:
+                a, c = a[:, None].expand(b, 4), c[:, None].expand(b, 4)
+            types.append(0)
+            params.append(torch.cat([a.reshape(-1), c.reshape(-1)]).to(torch.float32).contiguous())
+            continue
+        types.append(1)
+        if kind == "gain":
+            params.append(op[1].gain_val.to(torch.float32).reshape(1).expand(b).contiguous())
+        else:
+            params.append(torch.exp(op[1].log_gain(context, 4)).to(torch.float32).contiguous())
+        extra_ld = extra_ld + _layer_logdet(op, x, context)
+    return types, params, (-extra_ld if inverse else extra_ld)
+
+
+def _eval_kernel(transform: Compose, ops: list[tuple], x: Tensor, context: NoiseContext,
+                 inverse: bool) -> tuple[Tensor, Tensor]:
+    with torch.no_grad():
+        types, params, extra = _eval_plan(transform, ops, x, context, inverse)
+        x = x.detach().contiguous()
+        clean = context.clean.detach().contiguous()
+        z = torch.empty_like(x)
+        ld = torch.empty(x.shape[0], dtype=torch.float32)
+        wd = next(op[2].net.l_1.out_channels for op in ops if op[0] == "unc") if any(o[0] == "unc" for o in ops) else 4
+        n = len(types)
+        rc = kernel_library().nf_eval(
+            x.data_ptr(), z.data_ptr(), ld.data_ptr(), x.shape[0], x.shape[2], x.shape[3], clean.data_ptr(), n,
+            ctypes.cast((ctypes.c_int * n)(*types), _P), ctypes.cast((_P * n)(*[p.data_ptr() for p in params]), _P),
+            int(inverse), wd, torch.get_num_threads())
+        if rc != 0:
+            raise RuntimeError(f"nf_eval failed ({rc})")
+        return z, ld.add_(extra)
+
+
+class _EvalWithGrad(torch.autograd.Function):
+    """Kernel values forward; the plain path's gradients backward (recomputed there)."""
+
+    @staticmethod
+    def forward(ctx, transform, context, inverse, x, *params):  # noqa: ANN001
+        ops = _ops(transform)
+        ctx.transform, ctx.context, ctx.inverse = transform, context, inverse
+        ctx.save_for_backward(x, *params)
+        z, ld = _eval_kernel(transform, ops, x, context, inverse)
+        return z, ld
+
+    @staticmethod
+    def backward(ctx, gz, gld):  # noqa: ANN001
+        x, *params = ctx.saved_tensors
+        need = ctx.needs_input_grad[3:]
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(need[0])
+            plain = Compose.inverse if ctx.inverse else Compose.forward
+            z, ld = plain(ctx.transform, xr, ctx.context)
+            inputs = [t for t, k in zip([xr, *params], need) if k]
+            grads = iter(torch.autograd.grad((z, ld), inputs, (gz, gld), allow_unused=True))
+        return (None, None, None, *[next(grads) if k else None for k in need])
+
+
+# ------------------------------------------------------------------------------------------- training mode
+class _UncTrain(torch.autograd.Function):
+    """One unc step in training mode: ``(x [B,4,H,W], small, bm [4,H,W]) -> (z, log-det [B], stats)``."""
+
+    @staticmethod
+    def forward(ctx, x, small, bm, width, eps):  # noqa: ANN001
+        b, _, h, w = x.shape
+        x = x.contiguous()
+        packed = torch.cat([small, _padded_map(bm[None], w).reshape(-1)]).contiguous()
+        z = torch.empty_like(x)
+        ld = torch.empty(b, dtype=torch.float32)
+        stats = torch.empty(4 * width, dtype=torch.float64)
+        rc = kernel_library().nf_unc_train_fwd(x.data_ptr(), packed.data_ptr(), z.data_ptr(), ld.data_ptr(),
+                                               stats.data_ptr(), b, h, w, width, eps, torch.get_num_threads())
+        if rc != 0:
+            raise RuntimeError(f"nf_unc_train_fwd failed ({rc})")
+        ctx.save_for_backward(x, packed, stats)
+        ctx.width, ctx.eps, ctx.nsmall = width, eps, small.numel()
+        ctx.mark_non_differentiable(stats)
+        return z, ld, stats
+
+    @staticmethod
+    def backward(ctx, gz, gld, _gstats):  # noqa: ANN001
+        x, packed, stats = ctx.saved_tensors
+        b, _, h, w = x.shape
+        gz = gz.to(torch.float32).contiguous()
+        gld = gld.to(torch.float32).contiguous()
+        dx = torch.empty_like(x)
+        dprm = torch.empty(ctx.nsmall + 4 * h * w, dtype=torch.float32)
+        rc = kernel_library().nf_unc_train_bwd(x.data_ptr(), packed.data_ptr(), stats.data_ptr(), gz.data_ptr(),
+                                               gld.data_ptr(), dx.data_ptr(), dprm.data_ptr(), b, h, w, ctx.width,
+                                               ctx.eps, torch.get_num_threads())
+        if rc != 0:
+            raise RuntimeError(f"nf_unc_train_bwd failed ({rc})")
+        return dx, dprm[: ctx.nsmall], dprm[ctx.nsmall :].view(4, h, w), None, None
+
+
+def _update_running_stats(net: NoiseFlowCouplingNet, stats: Tensor, count: int) -> None:
+    """``nn.BatchNorm2d``'s update: ``r ← (1 − m)·r + m·batch`` (unbiased variance), ``num_batches_tracked += 1``."""
+    wd = net.bn_1.num_features
+    with torch.no_grad():
+        for k, bn in enumerate((net.bn_1, net.bn_2)):
+            mean, var = stats[2 * k * wd : (2 * k + 1) * wd], stats[(2 * k + 1) * wd : (2 * k + 2) * wd]
+            m = bn.momentum
+            bn.running_mean.mul_(1 - m).add_(mean.to(bn.running_mean.dtype), alpha=m)
+            bn.running_var.mul_(1 - m).add_((var * (count / (count - 1))).to(bn.running_var.dtype), alpha=m)
+            bn.num_batches_tracked.add_(1)
+
+
+def _unc_train(conv: Any, coupling: AffineCoupling, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Training-mode ``conv`` then ``coupling`` through the fused kernels (same values as the two layers)."""
+    net = coupling.net
+    _, _, h, w = x.shape
+    w3, bias_map = net.l_last.folded(h, w)
+    small = torch.cat([conv.weight().reshape(-1), net.l_1.weight.reshape(-1), net.l_1.bias,
+                       net.l_2.weight.reshape(-1), net.l_2.bias, w3.reshape(-1),
+                       coupling.scale_bound.to(torch.float32).reshape(1)])
+    width = net.l_1.out_channels
+    z, ld, stats = _UncTrain.apply(x, small, bias_map[0], width, float(net.bn_1.eps))
+    _update_running_stats(net, stats, x.shape[0] * h * w)
+    lad = conv.log_abs_det()
+    return z, (lad.to(logdet_dtype(x)) * (h * w)).expand(x.shape[0]) + ld
+
+
+# ---------------------------------------------------------------------------------------------- transform
+class NoiseFlowTransform(Compose):
+    """The layers of a Noise Flow (a :class:`Compose`), with the native fast path (module docstring)."""
+
+    #: take the native kernels when possible (``False``: always the plain PyTorch path)
+    use_kernels: bool = True
+
+    def fast_path(self, x: Tensor, context: Any = None) -> bool:
+        """Whether ``forward``/``inverse`` of ``x`` take the kernels (see :func:`fast_path_reason`)."""
+        return fast_path_reason(self, x, context) is None
+
+    def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        if not self.fast_path(x, context):
+            return super().forward(x, context)
+        ops = _ops(self)
+        if _training(ops):
+            return self._train_forward(ops, x, context)
+        return self._eval(x, context, inverse=False)
+
+    def inverse(self, z: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        if not self.fast_path(z, context) or _training(_ops(self)):  # a training-mode inverse: plain (rare)
+            return super().inverse(z, context)
+        return self._eval(z, context, inverse=True)
+
+    def _eval(self, x: Tensor, context: NoiseContext, inverse: bool) -> tuple[Tensor, Tensor]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if torch.is_grad_enabled() and (x.requires_grad or params):
+            return _EvalWithGrad.apply(self, context, inverse, x, *params)
+        return _eval_kernel(self, _ops(self), x, context, inverse)
+
+    def _train_forward(self, ops: list[tuple], x: Tensor, context: NoiseContext) -> tuple[Tensor, Tensor]:
+        logdet = torch.zeros(x.shape[0], dtype=logdet_dtype(x))
+        for op in ops:
+            if op[0] == "unc":
+                x, ld = _unc_train(op[1], op[2], x)
+            else:
+                x, ld = op[1](x, context)
+            logdet = logdet + ld
+        return x, logdet
