@@ -1,5 +1,6 @@
-"""``visionflows noise train | eval | sample | import-official | presets | cameras | simulate``: Noise Flow from the
-command line (the camera-zoo actions live in :mod:`visionflows.cli.noise_zoo`).
+"""``visionflows noise train | eval | sample | import-official | presets | cameras | simulate | adapt | render``:
+Noise Flow from the command line (the camera-zoo actions live in :mod:`visionflows.cli.noise_zoo`, ``sample`` in
+:mod:`visionflows.cli.noise_sample`). ``train`` and ``eval`` take simulated camera-zoo data (``--zoo-cameras``).
 
 A skin over :mod:`visionflows.noise` (models, baselines via :mod:`visionflows.noise.fitting`, metrics) and
 :mod:`visionflows.data.raw_files` (raw files). Without ``--data`` the built-in camera simulator provides the data.
@@ -10,17 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from visionflows.cli.common import add_trainer_args, check_train_args
-from visionflows.errors import CheckpointError, ConfigError, InputError
+from visionflows.cli.noise_zoo import add_zoo_data_args
+from visionflows.errors import CheckpointError, ConfigError
 from visionflows.validation import (
     NON_NEGATIVE_INT,
     POSITIVE_INT,
-    TEMPERATURE,
     check_finite_weights,
     check_input_dir,
     check_model_file,
@@ -43,8 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data", default=None, help="SIDD-Medium Raw folder (official 56/22 split); default: simulator")
     t.add_argument("--preset", default="noiseflow", help="Noise Flow preset (see `visionflows noise presets`)")
     _sim_args(t)
-    from visionflows.cli.noise_zoo import add_zoo_data_args
-
     add_zoo_data_args(t)
     t.add_argument("--eval-batches", type=_INT1, default=20, help="test batches scored at the end")
     t.add_argument("--init", choices=["data", "official"], default="data",
@@ -63,18 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the Gaussian/heteroscedastic baselines on")
     e.add_argument("--seed", type=_INT0, default=0)
     _sim_args(e)
+    add_zoo_data_args(e)
     e.set_defaults(func=_eval)
 
-    m = s.add_parser("sample", help="add sampled noise to a clean packed raw image")
-    m.add_argument("--model", required=True, help="model file, run dir or official ckpt dir")
-    m.add_argument("--clean", required=True, help="clean packed raw .npy [4,H,W] or [B,4,H,W], or a SIDD GT .MAT")
-    m.add_argument("--iso", required=True, type=_INT1)
-    m.add_argument("--camera", required=True, help="IP, GP, S6, N6 or G4")
-    m.add_argument("--out", required=True, help="output file (same format as --clean)")
-    m.add_argument("--temperature", type=number_arg(TEMPERATURE), default=1.0,
-                   help="sampling temperature (1 = the model; 0 = no noise)")
-    m.add_argument("--seed", type=_INT0, default=0)
-    m.set_defaults(func=_sample)
+    from visionflows.cli.noise_sample import add_sample_parser  # sample: any camera with measured parameters
+
+    add_sample_parser(s)
 
     i = s.add_parser("import-official", help="convert the official TF checkpoint to a visionflows model file")
     i.add_argument("ckpt_dir", help="folder with model.ckpt.best.index/.data-00000-of-00001 (or the prefix)")
@@ -174,56 +168,57 @@ def _eval(args: argparse.Namespace) -> int:
     from visionflows.noise.baselines import CameraNLF
     from visionflows.noise.evaluate import format_table, write_noise_report
     from visionflows.noise.fitting import fit_baselines
-    from visionflows.noise.metrics import evaluate_noise_models
+    from visionflows.noise.metrics import evaluate_noise_models, unknown_cameras
 
+    zoo = bool(getattr(args, "zoo_cameras", None))
+    if args.data and zoo:
+        raise ConfigError("--data and --zoo-cameras are two data sources.", "give one of them.")
     if args.out:
         check_output_dir(args.out, "--out")
     if args.data:
         check_input_dir(args.data, "--data", "SIDD-Medium Raw folder")
     loaded = [(m, load_noise_model(m)) for m in args.model]
-    train_data, test_data, _ = _datasets(args)
+    train_data, test_data, desc = _datasets(args)
     gauss, hetero = fit_baselines(train_data, args.fit_images, args.seed)
-    models: dict[str, Any] = {"Gaussian": gauss, "Camera NLF": CameraNLF(), "Heteroscedastic (fitted)": hetero}
+    nlf_name = "Camera NLF (profile)" if zoo else "Camera NLF"
+    models: dict[str, Any] = {"Gaussian": gauss, nlf_name: CameraNLF(), "Heteroscedastic (fitted)": hetero}
     for path, model in loaded:
         name = Path(path).stem if Path(path).is_file() else Path(path).name
         while name in models:
             name += "'"
         models[name] = model
+    names = getattr(test_data, "camera_names", None)
+    for name, missing in unknown_cameras(models, names).items():
+        which = "any" if len(missing) == len(names) else str(len(missing))
+        warnings.warn(f"model {name!r} has no camera column for {which} of the {len(names)} test cameras "
+                      f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); it scores none of their "
+                      "patches. Fix: use a noiseflow_nlf model (measured noise parameters: any camera) or add the "
+                      "cameras with `visionflows noise adapt`.", stacklevel=1)
     results = evaluate_noise_models(models, test_data, batch_size=args.batch_size,
                                     generator=torch.Generator().manual_seed(args.seed), max_batches=args.max_batches)
     summary = results.summary()
-    print(format_table(summary), end="")
-    if not args.data:
-        from visionflows.noise.simulator import simulator_nll_floor
-
-        t = test_data.tensors()
-        n = results.iso.size
-        floor = simulator_nll_floor(t["noise"][:n], t["clean"][:n], t["camera"][:n], t["iso"][:n])
+    print(format_table(summary, f"Noise model evaluation: {desc}"), end="")
+    floor = _nll_floor(args, test_data, results.iso.size) if not args.data else None
+    if floor is not None:
         print(f"\nsimulator marginal NLL floor on these patches: {floor:.4f} nats/dim")
     if args.out:
-        paths = write_noise_report(results, args.out)
+        paths = write_noise_report(results, args.out, title=f"Noise model evaluation: {desc}")
         print("\nwrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
-def _sample(args: argparse.Namespace) -> int:
-    from visionflows.data.raw_files import read_packed_raw, write_packed_raw
+def _nll_floor(args: argparse.Namespace, test_data: Any, n: int) -> float | None:
+    """The simulator's own per-pixel NLL on the first ``n`` test patches (``None``: no tractable density)."""
+    if getattr(args, "zoo_cameras", None):
+        from visionflows.cli.noise_zoo import load_zoo
+        from visionflows.experiments.any_camera import nll_floor
 
-    suffix = Path(args.clean).suffix.lower()
-    check_output_file(args.out, "--out", suffixes=[suffix] if suffix in (".npy", ".mat") else None)
-    model = load_noise_model(args.model)
-    clean, fmt, batched = read_packed_raw(args.clean)
-    model.eval()
-    gen = torch.Generator().manual_seed(args.seed)
-    noise = model.sample(clean, args.iso, args.camera, temperature=args.temperature, generator=gen)
-    if not bool(torch.isfinite(noise).all()):
-        raise InputError(f"the model produced NaN/Inf noise for {args.clean} at ISO {args.iso}, {args.camera}.",
-                         "lower --temperature, or check the clean values (normalised raw in [0, 1]).")
-    noisy = torch.clamp(clean + noise.to(clean.device, clean.dtype), 0.0, 1.0)
-    out = write_packed_raw(args.out, noisy, fmt, batched)
-    print(json.dumps({"out": str(out), "shape": list(noisy.shape if batched else noisy.shape[1:]),
-                      "noise_std": float(noise.std()) if noise.numel() > 1 else 0.0}))
-    return 0
+        zoo = load_zoo(argparse.Namespace(profiles=args.zoo_profiles))
+        return nll_floor(zoo, test_data, test_data.physics, max_patches=n)
+    from visionflows.noise.simulator import simulator_nll_floor
+
+    t = test_data.tensors()
+    return simulator_nll_floor(t["noise"][:n], t["clean"][:n], t["camera"][:n], t["iso"][:n])
 
 
 def _import(args: argparse.Namespace) -> int:

@@ -112,15 +112,16 @@ def register_zoo(s: argparse._SubParsersAction) -> None:
 
 
 def add_zoo_data_args(p: argparse.ArgumentParser) -> None:
-    """``--zoo-cameras`` … : simulated camera-zoo data instead of the SIDD simulator (``noise train``)."""
+    """``--zoo-cameras`` … : simulated camera-zoo data instead of the SIDD simulator (``noise train``, ``noise
+    eval``)."""
     g = p.add_argument_group("camera-zoo data (instead of the SIDD simulator)")
     g.add_argument("--zoo-cameras", default=None, metavar="LIST",
                    help="zoo cameras to simulate: names separated by commas, 'maker:NAME', 'format:NAME' "
                         "(full-frame, aps-c, four-thirds, 1-inch, small, ...) or 'all'")
     g.add_argument("--zoo-isos", default="800,3200", help="ISOs (each camera contributes those it has)")
     g.add_argument("--zoo-physics", default="sidd", help="sensor effects, as `noise simulate --physics`")
-    g.add_argument("--zoo-profiles", default=None, metavar="PATH", help="darktable noiseprofiles.json (default: "
-                   "an installed darktable's, else ../shared's)")
+    g.add_argument("--zoo-profiles", "--profiles", dest="zoo_profiles", default=None, metavar="PATH",
+                   help="darktable noiseprofiles.json (default: an installed darktable's, else ../shared's)")
 
 
 def zoo_datasets(args: argparse.Namespace):

@@ -1,8 +1,9 @@
 """Fitting the noise baselines on training data (the library functions behind ``noise eval`` and
 ``srgb-noise eval``; the CLI only calls them).
 
-* :func:`fit_baselines`: the raw Gaussian and heteroscedastic baselines on a simulated set (all its patches) or
-  on SIDD-Medium Raw (``fit_images`` images per (camera, ISO), 256 random patches each).
+* :func:`fit_baselines`: the raw Gaussian and heteroscedastic baselines on a simulated set (all its patches; a
+  camera-zoo set: per channel, over its own cameras and ISOs) or on SIDD-Medium Raw (``fit_images`` images per
+  (camera, ISO), 256 random patches each).
 * :func:`fit_srgb_baselines`: the sRGB Gaussian and heteroscedastic baselines on grid patches of 8-bit pairs.
 """
 
@@ -21,7 +22,9 @@ def fit_baselines(train_data: Any, fit_images: int = 2, seed: int = 0) -> tuple[
 
     ``train_data``: anything with ``tensors()`` (a simulated set: every patch is used) or a
     :class:`~visionflows.data.sidd.SiddRawDataset` (``fit_images`` images per (camera, ISO), 256 random
-    patches each, drawn with ``seed``)."""
+    patches each, drawn with ``seed``). A camera-zoo set (with ``camera_names``,
+    :func:`~visionflows.data.simulated.make_zoo_dataset`) gets a heteroscedastic model per (camera, ISO) **and
+    channel** over its own cameras and ISOs (indexed as the set indexes them)."""
     from visionflows.noise.baselines import GaussianNoise, HeteroscedasticNoise
 
     if hasattr(train_data, "tensors"):
@@ -44,7 +47,13 @@ def fit_baselines(train_data: Any, fit_images: int = 2, seed: int = 0) -> tuple[
         iso = torch.from_numpy(np.concatenate([np.full(len(p[0]), p[2]) for p in parts]))
         cam = torch.from_numpy(np.concatenate([np.full(len(p[0]), p[3]) for p in parts]))
     gauss = GaussianNoise().fit(noise)
-    hetero = HeteroscedasticNoise().fit(noise, clean, iso, cam, generator=torch.Generator().manual_seed(seed))
+    names = getattr(train_data, "camera_names", None)
+    if names is not None:  # a camera-zoo set: its own cameras and ISOs, channels that differ (darktable profiles)
+        isos = tuple(sorted({int(i) for i in iso.tolist()}))
+        hetero = HeteroscedasticNoise(num_cameras=len(names), isos=isos, per_channel=True)
+    else:
+        hetero = HeteroscedasticNoise()
+    hetero.fit(noise, clean, iso, cam, generator=torch.Generator().manual_seed(seed))
     return gauss, hetero
 
 

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,9 @@ __all__ = [
     "iter_test_batches",
     "NoiseEvalResults",
     "evaluate_noise_models",
+    "uses_measured_params",
+    "camera_map",
+    "unknown_cameras",
 ]
 
 #: 67 edges, 66 bins (numpy histogram: half-open except the last).
@@ -74,12 +77,12 @@ def noise_tensors(data: Any, what: str = "data") -> dict[str, Any] | None:
 
 
 def iter_test_batches(test_set: Any, batch_size: int = 138) -> Iterator[dict[str, Tensor]]:
-    """Minibatches ``{noise, clean, iso [B], camera [B], (nlf [B, 2])}`` of a test set.
+    """Minibatches ``{noise, clean, iso [B], camera [B], (nlf [B, 2] or [B, 4, 2])}`` of a test set.
 
     ``test_set``: a mapping (or an object with ``.tensors()``) of tensors ``clean``, ``noise`` ``[N, 4, H, W]``,
-    ``iso``, ``camera`` ``[N]`` (optional ``nlf [N, 2]``), sliced in order; or an object with ``images`` and
-    ``load_image(image)`` (:class:`visionflows.data.sidd.SiddRawDataset`), batched per image (one camera and ISO
-    per batch, as the official evaluation); or an iterable of such batch dicts.
+    ``iso``, ``camera`` ``[N]`` (optional ``nlf [N, 2]``, or per channel ``[N, 4, 2]``), sliced in order; or an
+    object with ``images`` and ``load_image(image)`` (:class:`visionflows.data.sidd.SiddRawDataset`), batched per
+    image (one camera and ISO per batch, as the official evaluation); or an iterable of such batch dicts.
     """
     if hasattr(test_set, "load_image") and hasattr(test_set, "images"):
         for image in test_set.images:
@@ -119,7 +122,8 @@ class NoiseEvalResults:
     ``nll[name]``: nats/dim per patch ``[N]`` (NaN where the model cannot score the patch, e.g. a camera-NLF
     pair missing from the table); ``kl[name]``: per KL patch; ``kl_batch``: the batch of every KL patch.
     ``samples``: a few pooled (real, per-model) noise values per ISO for figures; ``examples``: a few
-    (clean, real, samples) patches.
+    (clean, real, samples) patches. ``camera_names``: the names of the ``camera`` indices (a camera-zoo set's own
+    cameras; ``None``: the SIDD phones IP, GP, S6, N6, G4).
     """
 
     models: list[str]
@@ -133,6 +137,11 @@ class NoiseEvalResults:
     values_per_patch: int
     samples: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    camera_names: tuple[str, ...] | None = None
+
+    def camera_label(self, index: int) -> str:
+        """The name of camera ``index`` (a SIDD code, or a zoo camera's name)."""
+        return _camera_label(index, self.camera_names)
 
     def _agg(self, mask: np.ndarray, kl_mask: np.ndarray, name: str) -> dict[str, float]:
         nll = self.nll[name][mask]
@@ -158,7 +167,7 @@ class NoiseEvalResults:
             "values_per_patch": self.values_per_patch,
         }
         for c in np.unique(self.camera):
-            out["per_camera"][CAMERAS[int(c)]] = {
+            out["per_camera"][self.camera_label(int(c))] = {
                 m: self._agg(self.camera == c, self.kl_camera == c, m) for m in self.models
             }
         for i in np.unique(self.iso):
@@ -173,11 +182,87 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return ref.device if ref is not None else torch.device("cpu")
 
 
+def _camera_label(index: int, names: tuple[str, ...] | None) -> str:
+    if names is not None:
+        return names[index] if 0 <= index < len(names) else f"camera {index}"
+    return CAMERAS[index] if 0 <= index < len(CAMERAS) else f"camera {index}"
+
+
 def _score(model: Any, fn: str, *args: Any, **kwargs: Any) -> Tensor | None:
     try:
         return getattr(model, fn)(*args, **kwargs)
     except InputError:
         return None
+
+
+def uses_measured_params(model: Any) -> bool:
+    """Whether ``model`` takes each patch's measured noise parameters (``nlf``): the camera NLF and the
+    parameter-conditioned Noise Flow (``noiseflow_nlf``)."""
+    return bool(getattr(model, "uses_measured_params", False) or getattr(model, "uses_metadata_nlf", False))
+
+
+def camera_map(model: Any, camera_names: Sequence[str] | None) -> Tensor | None:
+    """``[len(camera_names)]`` LongTensor: the index of each test camera among ``model.camera_names`` (−1: the
+    model has no such camera), or ``None`` when no mapping is needed (a SIDD test set, or a model that does not
+    index cameras by name: baselines fitted on the same set, measured-parameter models)."""
+    names = getattr(model, "camera_names", None)
+    if camera_names is None or names is None or getattr(model, "num_cameras", None) is None:
+        return None
+    own = {str(n).strip().lower(): i for i, n in enumerate(names)}
+    return torch.tensor([own.get(str(n).strip().lower(), -1) for n in camera_names], dtype=torch.long)
+
+
+def unknown_cameras(models: Mapping[str, Any], camera_names: Sequence[str] | None) -> dict[str, list[str]]:
+    """``{model name: [test cameras it has no column for]}`` for the models that index cameras by name."""
+    out = {}
+    for name, model in models.items():
+        m = camera_map(model, camera_names)
+        if m is not None and bool((m < 0).any()):
+            out[name] = [str(camera_names[i]) for i in (m < 0).nonzero().flatten().tolist()]  # type: ignore[index]
+    return out
+
+
+class _Scorer:
+    """One model on one batch: the model's camera indices (mapped by name), measured parameters when it takes
+    them, and the patches it can score (those of cameras it knows)."""
+
+    def __init__(self, model: Any, batch: dict[str, Tensor], mapping: Tensor | None) -> None:
+        self.model, self.dev = model, _model_device(model)
+        cam = batch["camera"].long()
+        if mapping is not None:  # test-set index -> the model's own (−1: unknown to the model)
+            ok = (cam >= 0) & (cam < len(mapping))
+            cam = torch.where(ok, mapping[cam.clamp(0, max(len(mapping) - 1, 0))], torch.full_like(cam, -1))
+        self.cam = cam
+        self.known = self.cam >= 0
+        self.nlf = batch.get("nlf") if uses_measured_params(model) else None
+        self.clean, self.iso = batch["clean"].float(), batch["iso"].long()
+
+    def _args(self, sub: Tensor) -> tuple[tuple[Tensor, ...], dict[str, Any]]:
+        extra = {"nlf": self.nlf[sub].to(self.dev)} if self.nlf is not None else {}
+        return (self.clean[sub].to(self.dev), self.iso[sub].to(self.dev), self.cam[sub].to(self.dev)), extra
+
+    def nll(self, noise: Tensor) -> np.ndarray:
+        """``[B]`` nats/dim (NaN where the model cannot score a patch)."""
+        out = np.full(noise.shape[0], np.nan)
+        sub = self.known.nonzero().flatten()
+        if len(sub):
+            args, extra = self._args(sub)
+            lp = _score(self.model, "nll_per_dim", noise[sub].to(self.dev), *args, **extra)
+            if lp is not None:
+                out[sub.numpy()] = lp.double().cpu().numpy()
+        return out
+
+    def sample(self, idx: Tensor, gen: torch.Generator) -> list[Tensor | None]:
+        """One T = 1 sample per patch of ``idx`` (``None`` where the model cannot sample it)."""
+        out: list[Tensor | None] = [None] * len(idx)
+        keep = [j for j in range(len(idx)) if bool(self.known[idx[j]])]
+        if keep:
+            args, extra = self._args(idx[keep])
+            s = _score(self.model, "sample", *args, generator=gen, **extra)
+            if s is not None:
+                for j, v in zip(keep, s.float().cpu()):
+                    out[j] = v
+        return out
 
 
 @torch.no_grad()
@@ -190,21 +275,28 @@ def evaluate_noise_models(
     max_batches: int | None = None,
     keep_values: int = 200_000,
     n_examples: int = 4,
+    camera_names: Sequence[str] | None = None,
 ) -> NoiseEvalResults:
     """Score ``models`` (name → noise model with the common API) on ``test_set`` (see :func:`iter_test_batches`).
 
-    Models are put in eval mode. A :class:`~visionflows.noise.baselines.CameraNLF` uses a batch's per-image
-    ``nlf`` (metadata) when present. Patches a model cannot score (InputError, e.g. a missing table pair) get
-    NaN and are left out of its aggregates (``n_patches`` says how many were scored).
+    Models are put in eval mode. Models that take measured noise parameters (the camera NLF, ``noiseflow_nlf``)
+    get each batch's ``nlf`` (SIDD metadata ``[B, 2]``, a zoo set's mapped profiles ``[B, 4, 2]``) when it has
+    one. ``camera_names`` (default: ``test_set.camera_names``, e.g. of a camera-zoo set) names the test set's
+    camera indices; a Noise Flow with named cameras (trained on zoo cameras, or adapted) is then given its own
+    index of each camera, and patches of cameras it does not know are left to it unscored. Patches a model
+    cannot score (InputError, e.g. a missing table pair) get NaN and are left out of its aggregates
+    (``n_patches`` says how many were scored).
     """
-    from visionflows.noise.baselines import CameraNLF
-
     if not models:
         raise InputError("no models to evaluate.", "pass at least one model.")
+    if camera_names is None:
+        camera_names = getattr(test_set, "camera_names", None)
+    cam_names = tuple(str(n) for n in camera_names) if camera_names is not None else None
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     for m in models.values():
         m.eval()
     names = list(models)
+    maps = {n: camera_map(models[n], cam_names) for n in names}
     nll: dict[str, list[np.ndarray]] = {n: [] for n in names}
     kl: dict[str, list[float]] = {n: [] for n in names}
     isos, cams, kl_iso, kl_cam, kl_batch = [], [], [], [], []
@@ -224,43 +316,27 @@ def evaluate_noise_models(
         kl_cam.append(cam[idx].numpy())
         kl_batch.extend([b] * len(idx))
         reals = noise[idx]
+        scorers = {n: _Scorer(models[n], batch, maps[n]) for n in names}
         for name in names:
-            model = models[name]
-            dev = _model_device(model)
-            extra = {}
-            if isinstance(model, CameraNLF) and "nlf" in batch:
-                extra["nlf"] = (batch["nlf"][:, 0].to(dev), batch["nlf"][:, 1].to(dev))
-            lp = _score(model, "nll_per_dim", noise.to(dev), clean.to(dev), iso.to(dev), cam.to(dev), **extra)
-            nll[name].append(lp.double().cpu().numpy() if lp is not None else np.full(clean.shape[0], np.nan))
-            if extra:
-                extra = {"nlf": (extra["nlf"][0][idx.to(dev)], extra["nlf"][1][idx.to(dev)])}
-            sample = _score(model, "sample", clean[idx].to(dev), iso[idx].to(dev), cam[idx].to(dev),
-                            generator=gen, **extra)
-            if sample is None:
-                kl[name].extend([math.nan] * len(idx))
-                continue
-            sample = sample.float().cpu()
-            kl[name].extend(marginal_kl(r, s) for r, s in zip(reals, sample))
-            for j in range(len(idx)):
-                key = int(iso[idx[j]])
-                slot = pooled.setdefault(key, {})
-                got = sum(a.size for a in slot.get(name, []))
-                if got < keep_values:
-                    slot.setdefault(name, []).append(sample[j].reshape(-1).numpy())
+            sc = scorers[name]
+            nll[name].append(sc.nll(noise))
+            samples = sc.sample(idx, gen)
+            kl[name].extend(math.nan if s is None else marginal_kl(r, s) for r, s in zip(reals, samples))
+            for j, sample in enumerate(samples):
+                if sample is None:
+                    continue
+                slot = pooled.setdefault(int(iso[idx[j]]), {})
+                if sum(a.size for a in slot.get(name, [])) < keep_values:
+                    slot.setdefault(name, []).append(sample.reshape(-1).numpy())
                     if name == names[0]:
                         slot.setdefault("real", []).append(reals[j].reshape(-1).numpy())
         if len(examples) < n_examples and int(iso[0]) not in [ex["iso"] for ex in examples]:
-            ex = {"iso": int(iso[0]), "camera": CAMERAS[int(cam[0])], "batch": b, "clean": clean[0].numpy(),
-                  "real": noise[0].numpy(), "samples": {}}
+            ex = {"iso": int(iso[0]), "camera": _camera_label(int(cam[0]), cam_names), "batch": b,
+                  "clean": clean[0].numpy(), "real": noise[0].numpy(), "samples": {}}
             for name in names:
-                dev = _model_device(models[name])
-                extra = {}
-                if isinstance(models[name], CameraNLF) and "nlf" in batch:
-                    extra["nlf"] = (batch["nlf"][:1, 0].to(dev), batch["nlf"][:1, 1].to(dev))
-                s = _score(models[name], "sample", clean[:1].to(dev), iso[:1].to(dev), cam[:1].to(dev),
-                           generator=gen, **extra)
+                s = scorers[name].sample(torch.tensor([0]), gen)[0]
                 if s is not None:
-                    ex["samples"][name] = s[0].float().cpu().numpy()
+                    ex["samples"][name] = s.numpy()
             examples.append(ex)
     if not isos:
         raise DataError("the test set yielded no batches.", "check the test data.")
@@ -277,4 +353,5 @@ def evaluate_noise_models(
         values_per_patch=values_per_patch,
         samples=samples,
         examples=examples,
+        camera_names=cam_names,
     )
