@@ -108,6 +108,7 @@ def prepare_ground_truth(image: Tensor, resolution: int, center_crop: bool = Fal
     return torch.nn.functional.avg_pool2d(image[None].float(), f)[0].round().clamp(0, 255).to(torch.uint8)
 
 
+@torch.no_grad()
 def evaluate_model(model: WaveletFlow, images: Tensor, batch_size: int = 32, seed: int = 0) -> dict[str, Any]:
     """Bits/dim of uint8 ``images`` (full, uncropped) with fixed dequantisation noise.
 
