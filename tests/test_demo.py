@@ -28,6 +28,11 @@ def test_quick_demo_end_to_end_and_report_renders(tmp_path, shared_dir, capsys):
     assert wf["bits_per_dim"] < wf["untrained_bits_per_dim"]  # even a few steps per level help
     levels = [r for r in wf["table"] if r["level"] != "total"]
     assert abs(sum(r["trained (bits/dim contribution)"] for r in levels) - wf["bits_per_dim"]) < 1e-4
+    assert set(wf["codecs"]) == {"png", "webp_lossless"} and all(2 < v < 9 for v in wf["codecs"].values())
+    assert wf["anneal"]["images"] == 8 and 0 <= wf["anneal"]["accept_rate"] <= 1
+    sr = wf["superres"]["factors"]
+    assert set(sr) == {"2", "4"} and {"T=0 (mode)", "bicubic", "box", "annealed T=0.8"} <= set(sr["4"])
+    assert (run / "wavelet" / "samples_annealed" / "samples_0032.png").is_file()
     html = (run / "report.html").read_text()
     counts = render_dom(run / "report.html")
     assert counts["images-total"] >= 8 and counts["images-loaded"] == counts["images-total"], counts
