@@ -28,10 +28,10 @@ def _jobs(device: str, quick: bool) -> list[list[str]]:
     reps = ["--reps", "5"] if quick else []
     jobs = [
         ["bench_glow_block.py", "--device", device, *reps],
-        ["bench_noiseflow.py", "--device", device, *reps],
         ["bench_wavelet.py", "--device", device, *reps],
     ]
-    if device == "cpu":
+    if device == "cpu":  # the GPU Noise Flow numbers come from gpu/bench_gpu.py
+        jobs.append(["bench_noiseflow.py", *(["--rounds", "1", "--min-time", "1"] if quick else [])])
         jobs.append(["bench_denoise.py", *(["--steps", "8"] if quick else [])])
         jobs.append(["bench_wavelet_vs_glow.py", "--minutes", "1" if quick else "4"])
         jobs.append(["bench_wavelet_parallel.py", "--minutes", "0.25,0.5" if quick else "0.5,1.0"])
@@ -58,6 +58,20 @@ def render_glow(d: dict) -> list[str]:
 
 
 def render_noiseflow(d: dict) -> list[str]:
+    first = next(iter(d["cases"].values()), {})
+    if "reference" in first:  # bench_noiseflow.py: modes side by side, ratios against the in-repo reference
+        modes = [m for m in ("reference", "plain", "visionflows", "compiled") if m in first]
+        lines = [f"Noise Flow, released architecture ({d.get('model', '')}); kernels used: "
+                 f"{d.get('kernels', {}).get('used')}; rate (× the reference of the same run):", "",
+                 "| case | unit | " + " | ".join(modes) + " | max abs diff vs reference |",
+                 "|---" * (len(modes) + 3) + "|"]
+        for name, case in d["cases"].items():
+            key = "values_per_s" if name.startswith("sample") else "patches_per_s"
+            cells = [f"{_fmt(case[m][key], 0)} (×{case[m]['ratio_vs_reference']:.2f})" if m in case else "—"
+                     for m in modes]
+            diff = max(case[m].get("max_abs_diff_vs_reference", 0.0) for m in modes if m in case)
+            lines.append(f"| {name} | {key.replace('_per_s', '/s')} | " + " | ".join(cells) + f" | {diff:.1e} |")
+        return lines
     lines = [f"Noise Flow, released architecture ({d.get('model', '')}):", "",
              "| case | eager | compiled | unit |", "|---|---|---|---|"]
     for name, case in d["cases"].items():
@@ -131,7 +145,29 @@ def render_denoise(d: dict) -> list[str]:
     return lines
 
 
+def render_gpu(d: dict) -> list[str]:
+    lines = [f"`benchmarks/gpu/bench_gpu.py` ({d.get('total_s', 0):.0f} s; "
+             f"Noise Flow: {d.get('noiseflow_model', '')}):",
+             "", "| section | row | rate | first call (s) | check |", "|---|---|---|---|---|"]
+    for section, rows in d.items():
+        if not isinstance(rows, dict) or not section.startswith(("noiseflow_", "wavelet_")):
+            continue
+        for name, r in rows.items():
+            if name == "config" or not isinstance(r, dict):
+                continue
+            if "error" in r or "skipped" in r:
+                lines.append(f"| {section} | {name} | {r.get('error') or r.get('skipped')} | | |")
+                continue
+            key = next(k for k in ("values_per_s", "patches_per_s", "images_per_s") if k in r)
+            first = r.get("first_call_s", r.get("first_step_s", 0.0))
+            check = {k: v for k, v in r.items() if k.startswith(("max_", "loss_", "peak_"))}
+            lines.append(f"| {section} | {name} | {_fmt(r[key], 0)} {key.replace('_per_s', '/s')} | {first:.1f} | "
+                         + ", ".join(f"{k} {v:.3g}" for k, v in check.items()) + " |")
+    return lines
+
+
 RENDERERS = {
+    "gpu": render_gpu, "gpu_cuda": render_gpu,
     "glow_block": render_glow, "glow_block_cuda": render_glow,
     "noiseflow": render_noiseflow, "noiseflow_cuda": render_noiseflow,
     "wavelet": render_wavelet, "wavelet_cuda": render_wavelet,

@@ -160,6 +160,20 @@ def test_training_matches_plain_path(arch, width, batch, h, w):
 
 
 @needs_kernels
+def test_training_log_prob_gradients_match_plain_path():
+    model = _random_model().train()
+    ref = _plain(model)
+    noise, ctx = _inputs(model, 4, 12, 10)
+    lp, lp0 = model.log_prob(noise, ctx), ref.log_prob(noise, ctx)
+    _close(lp.detach(), lp0.detach(), "log_prob", rtol=1e-6, atol=1e-3)
+    (-lp.mean()).backward()
+    (-lp0.mean()).backward()
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        if not name.endswith(("l_1.bias", "l_2.bias")):
+            _close(p.grad, q.grad, f"gradient of {name}", rtol=1e-4, atol=1e-6)
+
+
+@needs_kernels
 def test_training_without_grad_updates_batchnorm_statistics():
     model = _random_model().train()
     ref = _plain(model)

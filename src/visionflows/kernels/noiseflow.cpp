@@ -23,6 +23,9 @@
 #include <cstring>
 #include <vector>
 #include <omp.h>
+#if defined(__AVX512F__) || defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #define VL 16
 typedef float vf __attribute__((vector_size(VL * 4)));
@@ -42,15 +45,18 @@ inline vi lanes() {
 inline vf sel(vi m, vf a, vf b) { return m ? a : b; }
 inline vf sel(vi m, vf a, float b) { return m ? a : splat(b); }
 inline vf relu(vf a) { return sel(a < 0.0f, splat(0.0f), a); }  // NaN propagates like torch.relu
-inline float hsum(vf v) {
-  float s = 0.0f;
-  for (int t = 0; t < VL; ++t) s += v[t];
-  return s;
-}
+typedef double vd __attribute__((vector_size(VL * 4)));  // VL / 2 doubles
+// the lanes summed in double, as a tree (a short dependency chain)
 inline double hsumd(vf v) {
+#if VL == 16
+  vd a = __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), vd) +
+         __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), vd);
+  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+#else
   double s = 0.0;
   for (int t = 0; t < VL; ++t) s += (double)v[t];
   return s;
+#endif
 }
 // n valid values at p (n <= VL); the rest read as zero / left untouched.
 inline vf ld_tail(const float* p, int n) {
@@ -67,6 +73,24 @@ inline void st_tail(float* p, vf v, int n) {
   float tmp[VL];
   stv(tmp, v);
   std::memcpy(p, tmp, sizeof(float) * n);
+}
+
+// correctly rounded (IEEE) square root, lane by lane: the same values as std::sqrt and torch.sqrt
+inline vf v_sqrt(vf x) {
+#if VL == 16 && defined(__AVX512F__)
+  return (vf)_mm512_sqrt_ps((__m512)x);
+#elif VL == 16 && defined(__AVX__)
+  __m256 lo = _mm256_sqrt_ps(_mm256_loadu_ps((const float*)&x));
+  __m256 hi = _mm256_sqrt_ps(_mm256_loadu_ps((const float*)&x + 8));
+  vf r;
+  _mm256_storeu_ps((float*)&r, lo);
+  _mm256_storeu_ps((float*)&r + 8, hi);
+  return r;
+#else
+  vf r;
+  for (int t = 0; t < VL; ++t) r[t] = std::sqrt(x[t]);
+  return r;
+#endif
 }
 
 // Cephes-style exp/tanh/log (about 1 ulp), branch-free so they vectorise.
@@ -320,7 +344,10 @@ void scale_rows(float* X, float gain, bool inverse, const Geo& g, int r0, int r1
 
 // s = sqrt(a*y + c) for a row of y (user layout) into tmp (Wr floats, zero beyond W)
 inline void sdn_scale_row(const float* y, float a, float c, int W, float* tmp) {
-  for (int x = 0; x < W; ++x) tmp[x] = std::sqrt(a * y[x] + c);
+  for (int x0 = 0; x0 < W; x0 += VL) {
+    const int n = std::min(VL, W - x0);
+    stv(tmp + x0, sel(lanes() < n, v_sqrt(a * ld_tail(y + x0, n) + c), 1.0f));
+  }
 }
 
 double sdn_rows(float* X, const float* y, const float* a, const float* c, bool inverse, const Geo& g, int r0, int r1,
@@ -383,7 +410,7 @@ void run_ops(float* X, float* H2, const Op* ops, int nops, bool inverse, const f
 }
 
 template <int WD>
-void eval_impl(const float* x, float* z, float* ld, int B, int H, int W, const float* clean, int nops,
+void eval_impl(const float* x, float* z, float* ld, float* sq, int B, int H, int W, const float* clean, int nops,
                const int* types, const float* const* params, bool inverse, int nthreads) {
   Geo g(H, W);
   std::vector<Op> ops(nops);
@@ -394,10 +421,23 @@ void eval_impl(const float* x, float* z, float* ld, int B, int H, int W, const f
       for (int r = r0; r < r1; ++r)
         std::memcpy(X + c * g.S + g.pad(r, 0), x + ((int64_t)b * 4 + c) * g.HW + (int64_t)r * W, sizeof(float) * W);
   };
+  // copies rows [r0, r1) of the result out; returns their sum of squares (0 unless sq is wanted)
   auto copy_out = [&](const float* X, int b, int r0, int r1) {
+    double acc = 0.0;
     for (int c = 0; c < 4; ++c)
-      for (int r = r0; r < r1; ++r)
-        std::memcpy(z + ((int64_t)b * 4 + c) * g.HW + (int64_t)r * W, X + c * g.S + g.pad(r, 0), sizeof(float) * W);
+      for (int r = r0; r < r1; ++r) {
+        const float* row = X + c * g.S + g.pad(r, 0);
+        std::memcpy(z + ((int64_t)b * 4 + c) * g.HW + (int64_t)r * W, row, sizeof(float) * W);
+        if (sq) {
+          vf s2 = splat(0.0f);
+          for (int k = 0; k < g.nb; ++k) {  // the tail beyond W is zero
+            vf v = ldv(row + k * VL);
+            s2 += v * v;
+          }
+          acc += hsumd(s2);
+        }
+      }
+    return acc;
   };
   if (B >= nthreads || H < 2 * nthreads) {
     int nt = std::max(1, std::min(nthreads, B));
@@ -411,17 +451,19 @@ void eval_impl(const float* x, float* z, float* ld, int B, int H, int W, const f
       copy_in(X, b, 0, H);
       double acc = 0.0;
       run_ops<WD>(X, H2, ops.data(), nops, inverse, clean, B, b, g, 0, H, &acc, tmp, false);
-      copy_out(X, b, 0, H);
+      const double s2 = copy_out(X, b, 0, H);
+      if (sq) sq[b] = (float)s2;
       ld[b] = (float)acc;
     }
   } else {  // few large samples: all threads on the rows of one sample
     float* ws = scratch((size_t)(4 + WD) * g.S + (size_t)g.Wr * nthreads);
     std::memset(ws, 0, sizeof(float) * ((4 + WD) * g.S + (size_t)g.Wr * nthreads));
-    std::vector<double> part(nthreads);
+    std::vector<double> part(nthreads), part_sq(nthreads);
     for (int b = 0; b < B; ++b) {
       float* X = ws;
       float* H2 = X + 4 * g.S;
       std::fill(part.begin(), part.end(), 0.0);
+      std::fill(part_sq.begin(), part_sq.end(), 0.0);
 #pragma omp parallel num_threads(nthreads)
       {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -430,68 +472,60 @@ void eval_impl(const float* x, float* z, float* ld, int B, int H, int W, const f
         copy_in(X, b, r0, r1);
 #pragma omp barrier
         run_ops<WD>(X, H2, ops.data(), nops, inverse, clean, B, b, g, r0, r1, &part[t], tmp, true);
-        copy_out(X, b, r0, r1);
+        part_sq[t] = copy_out(X, b, r0, r1);
       }
-      double acc = 0.0;
-      for (int t = 0; t < nthreads; ++t) acc += part[t];
+      double acc = 0.0, s2 = 0.0;
+      for (int t = 0; t < nthreads; ++t) {
+        acc += part[t];
+        s2 += part_sq[t];
+      }
+      if (sq) sq[b] = (float)s2;
       ld[b] = (float)acc;
     }
   }
 }
 
 // ----------------------------------------------------------------------------------------- training (unc)
-// statistics of a [B][WD][H][Wr] buffer (valid lanes only): mean[c], then biased var[c] with a second pass
+// Batch statistics in two levels: each sample's mean and centred sum of squares (two passes over its own planes,
+// cache-resident right after they are written), then the exact parallel-variance combination (Chan et al.) in
+// double: var = (sum_b M2_b + n_b sum_b (mean_b - mean)^2) / n. Valid lanes only.
 template <int WD>
-void batch_stats(const float* A, int B, const Geo& g, int nthreads, double* mean, double* var) {
+void sample_stats(const float* Ab, const Geo& g, double* mean, double* m2) {
   vi lane = lanes();
-  std::vector<double> part((size_t)nthreads * WD, 0.0);
-  const double n = (double)B * g.HW;
-#pragma omp parallel num_threads(nthreads)
-  {
-    double* mine = part.data() + (size_t)omp_get_thread_num() * WD;
-#pragma omp for schedule(static)
-    for (int b = 0; b < B; ++b)
-      for (int c = 0; c < WD; ++c) {
-        const float* p = A + ((int64_t)b * WD + c) * g.HWr;
-        vf s = splat(0.0f);
-        for (int r = 0; r < g.H; ++r) {
-          vf sr = splat(0.0f);
-          for (int k = 0; k < g.nb; ++k) sr += sel(lane < (g.W - k * VL), ldv(p + (int64_t)r * g.Wr + k * VL), 0.0f);
-          s += sr;
-        }
-        mine[c] += hsumd(s);
-      }
-  }
   for (int c = 0; c < WD; ++c) {
-    double s = 0.0;
-    for (int t = 0; t < nthreads; ++t) s += part[(size_t)t * WD + c];
-    mean[c] = s / n;
-  }
-  std::fill(part.begin(), part.end(), 0.0);
-#pragma omp parallel num_threads(nthreads)
-  {
-    double* mine = part.data() + (size_t)omp_get_thread_num() * WD;
-#pragma omp for schedule(static)
-    for (int b = 0; b < B; ++b)
-      for (int c = 0; c < WD; ++c) {
-        const float* p = A + ((int64_t)b * WD + c) * g.HWr;
-        const float mu = (float)mean[c];
-        vf s = splat(0.0f);
-        for (int r = 0; r < g.H; ++r) {
-          vf sr = splat(0.0f);
-          for (int k = 0; k < g.nb; ++k) {
-            vf d = ldv(p + (int64_t)r * g.Wr + k * VL) - mu;
-            sr += sel(lane < (g.W - k * VL), d * d, 0.0f);
-          }
-          s += sr;
-        }
-        mine[c] += hsumd(s);
+    const float* p = Ab + c * g.HWr;
+    vf sr = splat(0.0f);  // lane sums in float over the plane (H * nb terms per lane), then in double
+    for (int r = 0; r < g.H; ++r)
+      for (int k = 0; k < g.nb; ++k) sr += sel(lane < (g.W - k * VL), ldv(p + (int64_t)r * g.Wr + k * VL), 0.0f);
+    const double mu = hsumd(sr) / (double)g.HW;
+    const float muf = (float)mu;
+    vf sq = splat(0.0f);
+    for (int r = 0; r < g.H; ++r)
+      for (int k = 0; k < g.nb; ++k) {
+        vf d = ldv(p + (int64_t)r * g.Wr + k * VL) - muf;
+        sq += sel(lane < (g.W - k * VL), d * d, 0.0f);
       }
+    const double q = hsumd(sq);
+    const double off = mu - (double)muf;  // sum (a - muf)^2 = M2 + n (mu - muf)^2
+    mean[c] = mu;
+    m2[c] = std::max(0.0, q - (double)g.HW * off * off);
   }
+}
+
+// pm, pq: [B][WD] per-sample means and centred sums of squares -> mean[c], biased var[c]
+template <int WD>
+void combine_stats(const double* pm, const double* pq, int B, const Geo& g, double* mean, double* var) {
   for (int c = 0; c < WD; ++c) {
-    double s = 0.0;
-    for (int t = 0; t < nthreads; ++t) s += part[(size_t)t * WD + c];
-    var[c] = s / n;
+    double mu = 0.0;
+    for (int b = 0; b < B; ++b) mu += pm[(int64_t)b * WD + c];
+    mu /= B;
+    double m2 = 0.0;
+    for (int b = 0; b < B; ++b) {
+      const double d = pm[(int64_t)b * WD + c] - mu;
+      m2 += pq[(int64_t)b * WD + c] + (double)g.HW * d * d;
+    }
+    mean[c] = mu;
+    var[c] = m2 / ((double)B * g.HW);
   }
 }
 
@@ -508,7 +542,8 @@ void unc_train_fwd(const float* x, const float* prm, float* z, float* ld, double
   float* ws = A + bufA;
   std::memset(ws, 0, sizeof(float) * per * nthreads);
   double *mean1 = stats, *var1 = stats + WD, *mean2 = stats + 2 * WD, *var2 = stats + 3 * WD;
-  // F1: y = M x (into z and padded scratch), a1 = conv1(ya) + b1
+  std::vector<double> pm((size_t)B * WD), pq((size_t)B * WD);
+  // F1: y = M x (into z and padded scratch), a1 = conv1(ya) + b1, its per-sample statistics
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int b = 0; b < B; ++b) {
     float* XP = ws + per * omp_get_thread_num();
@@ -521,8 +556,9 @@ void unc_train_fwd(const float* x, const float* prm, float* z, float* ld, double
         vi valid = lane < (W - k * VL);
         for (int o = 0; o < WD; ++o) stv(Ab + o * g.HWr + (int64_t)r * g.Wr + k * VL, sel(valid, acc[o], 0.0f));
       }
+    sample_stats<WD>(Ab, g, pm.data() + (int64_t)b * WD, pq.data() + (int64_t)b * WD);
   }
-  batch_stats<WD>(A, B, g, nthreads, mean1, var1);
+  combine_stats<WD>(pm.data(), pq.data(), B, g, mean1, var1);
   float mu1[WD], is1[WD];
   for (int c = 0; c < WD; ++c) {
     mu1[c] = (float)mean1[c];
@@ -541,8 +577,9 @@ void unc_train_fwd(const float* x, const float* prm, float* z, float* ld, double
         stv(Ab + o * g.HWr + q, a);
       }
     }
+    sample_stats<WD>(Ab, g, pm.data() + (int64_t)b * WD, pq.data() + (int64_t)b * WD);
   }
-  batch_stats<WD>(A, B, g, nthreads, mean2, var2);
+  combine_stats<WD>(pm.data(), pq.data(), B, g, mean2, var2);
   float mu2[WD], is2[WD];
   for (int c = 0; c < WD; ++c) {
     mu2[c] = (float)mean2[c];
@@ -841,61 +878,65 @@ void unc_train_bwd(const float* x, const float* prm, const double* stats, const 
 }
 
 // ------------------------------------------------------------------------------------------- sdn training
+// a, c: [B][4] (per sample and channel); z = x / s, s = sqrt(a y + c), ld[b] = -sum log s
 void sdn_fwd(const float* x, const float* y, const float* a, const float* c, float* z, float* ld, int B, int H,
              int W, int nthreads) {
-  const int64_t n = (int64_t)4 * H * W;
+  const int64_t hw = (int64_t)H * W;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int b = 0; b < B; ++b) {
-    const float* xb = x + b * n;
-    const float* yb = y + b * n;
-    float* zb = z + b * n;
-    const float ab = a[b], cb = c[b];
     double acc = 0.0;
-    int64_t i = 0;
-    for (; i + VL <= n; i += VL) {
-      vf s;
-      for (int t = 0; t < VL; ++t) s[t] = std::sqrt(ab * yb[i + t] + cb);
-      stv(zb + i, ldv(xb + i) / s);
-      acc += hsumd(v_log(s));
-    }
-    for (; i < n; ++i) {
-      float s = std::sqrt(ab * yb[i] + cb);
-      zb[i] = xb[i] / s;
-      acc += (double)v_log(splat(s))[0];
+    for (int ch = 0; ch < 4; ++ch) {
+      const int64_t off = ((int64_t)b * 4 + ch) * hw;
+      const float ab = a[b * 4 + ch], cb = c[b * 4 + ch];
+      for (int64_t i0 = 0; i0 < hw; i0 += 64 * VL) {  // partial sums over 64 blocks, then in double
+        const int64_t i1 = std::min<int64_t>(hw, i0 + 64 * VL);
+        vf lsum = splat(0.0f);
+        for (int64_t i = i0; i < i1; i += VL) {
+          const int n = (int)std::min<int64_t>(VL, i1 - i);
+          vf sv = sel(lanes() < n, v_sqrt(ab * ld_tail(y + off + i, n) + cb), 1.0f);
+          st_tail(z + off + i, ld_tail(x + off + i, n) / sv, n);
+          lsum += v_log(sv);
+        }
+        acc += hsumd(lsum);
+      }
     }
     ld[b] = (float)(-acc);
   }
 }
 
-// dx = dz / s; du = -(dz * z + dld) / (2 u); da = sum du * y; dc = sum du  (u = a y + c, s = sqrt(u), z = x / s)
+// dx = dz / s; du = -(dz z + dld) / (2 u); da = sum du y; dc = sum du  (u = a y + c, s = sqrt(u), z = x / s)
 void sdn_bwd(const float* x, const float* y, const float* a, const float* c, const float* dz, const float* dld,
              float* dx, double* da, double* dc, int B, int H, int W, int nthreads) {
-  const int64_t n = (int64_t)4 * H * W;
+  const int64_t hw = (int64_t)H * W;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int b = 0; b < B; ++b) {
-    const float ab = a[b], cb = c[b], g = dld[b];
-    double sa = 0.0, sc = 0.0;
-    for (int64_t i0 = 0; i0 < n; i0 += VL) {
-      int m = (int)std::min<int64_t>(VL, n - i0);
-      float uu[VL], ss[VL], du[VL];
-      for (int t = 0; t < m; ++t) {
-        int64_t i = b * n + i0 + t;
-        uu[t] = ab * y[i] + cb;
-        ss[t] = std::sqrt(uu[t]);
-        float zz = x[i] / ss[t];
-        if (dx) dx[i] = dz[i] / ss[t];
-        du[t] = -(dz[i] * zz + g) / (2.0f * uu[t]);
+    const float g = dld[b];
+    for (int ch = 0; ch < 4; ++ch) {
+      const int64_t off = ((int64_t)b * 4 + ch) * hw;
+      const float ab = a[b * 4 + ch], cb = c[b * 4 + ch];
+      double sa = 0.0, sc = 0.0;
+      for (int64_t i0 = 0; i0 < hw; i0 += 64 * VL) {
+        const int64_t i1 = std::min<int64_t>(hw, i0 + 64 * VL);
+        vf pa = splat(0.0f), pc = splat(0.0f);
+        for (int64_t i = i0; i < i1; i += VL) {
+          const int n = (int)std::min<int64_t>(VL, i1 - i);
+          vi valid = lanes() < n;
+          vf yv = ld_tail(y + off + i, n);
+          vf u = ab * yv + cb;
+          vf sv = sel(valid, v_sqrt(u), 1.0f);
+          vf dzv = ld_tail(dz + off + i, n);
+          vf zz = ld_tail(x + off + i, n) / sv;
+          if (dx) st_tail(dx + off + i, dzv / sv, n);
+          vf du = sel(valid, -(dzv * zz + g) / (2.0f * sel(valid, u, 1.0f)), 0.0f);
+          pa += du * yv;
+          pc += du;
+        }
+        sa += hsumd(pa);
+        sc += hsumd(pc);
       }
-      float pa = 0.0f, pc = 0.0f;
-      for (int t = 0; t < m; ++t) {
-        pa += du[t] * y[b * n + i0 + t];
-        pc += du[t];
-      }
-      sa += pa;
-      sc += pc;
+      da[b * 4 + ch] = sa;
+      dc[b * 4 + ch] = sc;
     }
-    da[b] = sa;
-    dc[b] = sc;
   }
 }
 
@@ -904,17 +945,18 @@ void sdn_bwd(const float* x, const float* y, const float* a, const float* c, con
 // ---------------------------------------------------------------------------------------------- C ABI
 extern "C" {
 
-int nf_abi_version() { return 4; }
+int nf_abi_version() { return 5; }
 int nf_vector_lanes() { return VL; }
 
-int nf_eval(const float* x, float* z, float* ld, int B, int H, int W, const float* clean, int nops, const int* types,
-            const float* const* params, int inverse, int width, int nthreads) {
+// sq: optional (NULL) per-sample sum of squares of the output
+int nf_eval(const float* x, float* z, float* ld, float* sq, int B, int H, int W, const float* clean, int nops,
+            const int* types, const float* const* params, int inverse, int width, int nthreads) {
   if (width == 4) {
-    eval_impl<4>(x, z, ld, B, H, W, clean, nops, types, params, inverse != 0, nthreads);
+    eval_impl<4>(x, z, ld, sq, B, H, W, clean, nops, types, params, inverse != 0, nthreads);
     return 0;
   }
   if (width == 8) {
-    eval_impl<8>(x, z, ld, B, H, W, clean, nops, types, params, inverse != 0, nthreads);
+    eval_impl<8>(x, z, ld, sq, B, H, W, clean, nops, types, params, inverse != 0, nthreads);
     return 0;
   }
   return 1;

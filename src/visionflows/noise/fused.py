@@ -32,9 +32,9 @@ from visionflows.noise.context import NoiseContext
 from visionflows.noise.layers import GainLayer, NoiseFlowCouplingNet, SignalDependentLayer, _state_key
 from visionflows.noise.param_layers import ParamGainLayer, ParamSignalLayer
 
-__all__ = ["NoiseFlowTransform", "fast_path_reason", "kernel_library"]
+__all__ = ["NoiseFlowTransform", "fast_path_reason", "kernel_library", "squared_norm"]
 
-_ABI = 4
+_ABI = 5
 _VL = 16  # pixels per vector block of the kernels (bias maps are padded to a multiple of it)
 _P = ctypes.c_void_p
 _I = ctypes.c_int
@@ -49,7 +49,9 @@ def kernel_library() -> ctypes.CDLL | None:
     if not getattr(lib, "_vf_ready", False):
         if lib.nf_abi_version() != _ABI:
             return None
-        lib.nf_eval.argtypes = [_P, _P, _P, _I, _I, _I, _P, _I, _P, _P, _I, _I, _I]
+        lib.nf_eval.argtypes = [_P, _P, _P, _P, _I, _I, _I, _P, _I, _P, _P, _I, _I, _I]
+        lib.nf_sdn_fwd.argtypes = [_P, _P, _P, _P, _P, _P, _I, _I, _I, _I]
+        lib.nf_sdn_bwd.argtypes = [_P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I]
         lib.nf_unc_train_fwd.argtypes = [_P, _P, _P, _P, _P, _I, _I, _I, _I, ctypes.c_float, _I]
         lib.nf_unc_train_bwd.argtypes = [_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, ctypes.c_float, _I]
         lib._vf_ready = True
@@ -88,6 +90,8 @@ def _structure(layers: Any) -> list[tuple] | None:
             i += 2
         else:
             return None
+    if len({op[2].net.l_1.out_channels for op in ops if op[0] == "unc"}) > 1:
+        return None  # one kernel call has one coupling width
     return ops
 
 
@@ -213,23 +217,26 @@ def _eval_plan(transform: Compose, ops: list[tuple], x: Tensor, context: NoiseCo
     return types, params, (-extra_ld if inverse else extra_ld)
 
 
-def _eval_kernel(transform: Compose, ops: list[tuple], x: Tensor, context: NoiseContext,
-                 inverse: bool) -> tuple[Tensor, Tensor]:
+def _eval_kernel(transform: Compose, ops: list[tuple], x: Tensor, context: NoiseContext, inverse: bool,
+                 want_sq: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(z, log-det [B], Σ z² [B] or None)`` of every layer in one kernel call (no autograd)."""
     with torch.no_grad():
         types, params, extra = _eval_plan(transform, ops, x, context, inverse)
         x = x.detach().contiguous()
         clean = context.clean.detach().contiguous()
         z = torch.empty_like(x)
         ld = torch.empty(x.shape[0], dtype=torch.float32)
+        sq = torch.empty(x.shape[0], dtype=torch.float32) if want_sq else None
         wd = next(op[2].net.l_1.out_channels for op in ops if op[0] == "unc") if any(o[0] == "unc" for o in ops) else 4
         n = len(types)
         rc = kernel_library().nf_eval(
-            x.data_ptr(), z.data_ptr(), ld.data_ptr(), x.shape[0], x.shape[2], x.shape[3], clean.data_ptr(), n,
+            x.data_ptr(), z.data_ptr(), ld.data_ptr(), None if sq is None else sq.data_ptr(), x.shape[0], x.shape[2],
+            x.shape[3], clean.data_ptr(), n,
             ctypes.cast((ctypes.c_int * n)(*types), _P), ctypes.cast((_P * n)(*[p.data_ptr() for p in params]), _P),
             int(inverse), wd, torch.get_num_threads())
         if rc != 0:
             raise RuntimeError(f"nf_eval failed ({rc})")
-        return z, ld.add_(extra)
+        return z, ld.add_(extra), sq
 
 
 class _EvalWithGrad(torch.autograd.Function):
@@ -240,7 +247,7 @@ class _EvalWithGrad(torch.autograd.Function):
         ops = _ops(transform)
         ctx.transform, ctx.context, ctx.inverse = transform, context, inverse
         ctx.save_for_backward(x, *params)
-        z, ld = _eval_kernel(transform, ops, x, context, inverse)
+        z, ld, _ = _eval_kernel(transform, ops, x, context, inverse)
         return z, ld
 
     @staticmethod
@@ -305,12 +312,16 @@ def _update_running_stats(net: NoiseFlowCouplingNet, stats: Tensor, count: int) 
             bn.num_batches_tracked.add_(1)
 
 
-def _unc_train(conv: Any, coupling: AffineCoupling, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Training-mode ``conv`` then ``coupling`` through the fused kernels (same values as the two layers)."""
+def _unc_train(conv: Any, coupling: AffineCoupling, x: Tensor, in_gain: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Training-mode ``conv`` then ``coupling`` through the fused kernels (same values as the two layers).
+    ``in_gain``: a preceding gain layer's ``g`` folded into the 1×1 convolution (``M·(x/g) = (M/g)·x``)."""
     net = coupling.net
     _, _, h, w = x.shape
     w3, bias_map = net.l_last.folded(h, w)
-    small = torch.cat([conv.weight().reshape(-1), net.l_1.weight.reshape(-1), net.l_1.bias,
+    m = conv.weight()
+    if in_gain is not None:
+        m = m / in_gain
+    small = torch.cat([m.reshape(-1), net.l_1.weight.reshape(-1), net.l_1.bias,
                        net.l_2.weight.reshape(-1), net.l_2.bias, w3.reshape(-1),
                        coupling.scale_bound.to(torch.float32).reshape(1)])
     width = net.l_1.out_channels
@@ -318,6 +329,60 @@ def _unc_train(conv: Any, coupling: AffineCoupling, x: Tensor) -> tuple[Tensor, 
     _update_running_stats(net, stats, x.shape[0] * h * w)
     lad = conv.log_abs_det()
     return z, (lad.to(logdet_dtype(x)) * (h * w)).expand(x.shape[0]) + ld
+
+
+class _SdnTrain(torch.autograd.Function):
+    """The signal-dependent layer ``z = x / sqrt(a·y + c)``: ``(x, clean, a [B, 4], c [B, 4]) -> (z, log-det)``."""
+
+    @staticmethod
+    def forward(ctx, x, clean, a, c):  # noqa: ANN001
+        b, _, h, w = x.shape
+        x, clean, a, c = x.contiguous(), clean.contiguous(), a.contiguous(), c.contiguous()
+        z = torch.empty_like(x)
+        ld = torch.empty(b, dtype=torch.float32)
+        kernel_library().nf_sdn_fwd(x.data_ptr(), clean.data_ptr(), a.data_ptr(), c.data_ptr(), z.data_ptr(),
+                                    ld.data_ptr(), b, h, w, torch.get_num_threads())
+        ctx.save_for_backward(x, clean, a, c)
+        return z, ld
+
+    @staticmethod
+    def backward(ctx, gz, gld):  # noqa: ANN001
+        x, clean, a, c = ctx.saved_tensors
+        b, _, h, w = x.shape
+        gz, gld = gz.to(torch.float32).contiguous(), gld.to(torch.float32).contiguous()
+        dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        da = torch.empty(b, 4, dtype=torch.float64)
+        dc = torch.empty(b, 4, dtype=torch.float64)
+        kernel_library().nf_sdn_bwd(x.data_ptr(), clean.data_ptr(), a.data_ptr(), c.data_ptr(), gz.data_ptr(),
+                                    gld.data_ptr(), None if dx is None else dx.data_ptr(), da.data_ptr(),
+                                    dc.data_ptr(), b, h, w, torch.get_num_threads())
+        return dx, None, da.to(a.dtype), dc.to(c.dtype)
+
+
+def _sdn_train(layer: Any, x: Tensor, context: NoiseContext) -> tuple[Tensor, Tensor]:
+    a, c = layer.coefficients(context)
+    if a.dim() == 1:
+        a, c = a[:, None].expand(-1, 4), c[:, None].expand(-1, 4)
+    return _SdnTrain.apply(x, context.clean, a.to(torch.float32), c.to(torch.float32))
+
+
+class _SquaredNorm(torch.autograd.Function):
+    """``Σ z²`` per sample ``[B]`` in one pass forward and one backward (``2·z·g``), for the standard-normal prior."""
+
+    @staticmethod
+    def forward(ctx, z):  # noqa: ANN001
+        ctx.save_for_backward(z)
+        return torch.linalg.vector_norm(z.reshape(z.shape[0], -1), dim=1).square()
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: ANN001
+        (z,) = ctx.saved_tensors
+        return z * (2 * g).view(-1, *([1] * (z.dim() - 1)))
+
+
+def squared_norm(z: Tensor) -> Tensor:
+    """``Σ z²`` over every dimension but the batch, ``[B]`` (differentiable)."""
+    return _SquaredNorm.apply(z)
 
 
 # ---------------------------------------------------------------------------------------------- transform
@@ -331,30 +396,43 @@ class NoiseFlowTransform(Compose):
         """Whether ``forward``/``inverse`` of ``x`` take the kernels (see :func:`fast_path_reason`)."""
         return fast_path_reason(self, x, context) is None
 
-    def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
-        if not self.fast_path(x, context):
-            return super().forward(x, context)
+    def run_fast(self, x: Tensor, context: Any, inverse: bool = False,
+                 sq_norm: bool = False) -> tuple[Tensor, Tensor, Tensor | None] | None:
+        """``(y, log-det [B], Σ y² [B] or None)`` through the kernels, or ``None`` when the plain path must be
+        taken. ``sq_norm`` (eval mode, no autograd): also the per-sample sum of squares of the output."""
+        if fast_path_reason(self, x, context) is not None:
+            return None
         ops = _ops(self)
         if _training(ops):
-            return self._train_forward(ops, x, context)
-        return self._eval(x, context, inverse=False)
-
-    def inverse(self, z: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
-        if not self.fast_path(z, context) or _training(_ops(self)):  # a training-mode inverse: plain (rare)
-            return super().inverse(z, context)
-        return self._eval(z, context, inverse=True)
-
-    def _eval(self, x: Tensor, context: NoiseContext, inverse: bool) -> tuple[Tensor, Tensor]:
+            if inverse:  # a training-mode inverse (rare): plain
+                return None
+            return (*self._train_forward(ops, x, context), None)
         params = [p for p in self.parameters() if p.requires_grad]
         if torch.is_grad_enabled() and (x.requires_grad or params):
-            return _EvalWithGrad.apply(self, context, inverse, x, *params)
-        return _eval_kernel(self, _ops(self), x, context, inverse)
+            return (*_EvalWithGrad.apply(self, context, inverse, x, *params), None)
+        return _eval_kernel(self, ops, x, context, inverse, want_sq=sq_norm)
+
+    def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        out = self.run_fast(x, context)
+        return super().forward(x, context) if out is None else out[:2]
+
+    def inverse(self, z: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        out = self.run_fast(z, context, inverse=True)
+        return super().inverse(z, context) if out is None else out[:2]
 
     def _train_forward(self, ops: list[tuple], x: Tensor, context: NoiseContext) -> tuple[Tensor, Tensor]:
         logdet = torch.zeros(x.shape[0], dtype=logdet_dtype(x))
-        for op in ops:
-            if op[0] == "unc":
-                x, ld = _unc_train(op[1], op[2], x)
+        gain = None
+        for k, op in enumerate(ops):
+            kind = op[0]
+            if kind == "gain" and k + 1 < len(ops) and ops[k + 1][0] == "unc":
+                gain = op[1].gain_val.to(x.dtype)  # folded into the next 1×1 convolution
+                ld = _layer_logdet(op, x, context)
+            elif kind == "unc":
+                x, ld = _unc_train(op[1], op[2], x, gain)
+                gain = None
+            elif kind in ("sdn", "sdnp"):
+                x, ld = _sdn_train(op[1], x, context)
             else:
                 x, ld = op[1](x, context)
             logdet = logdet + ld

@@ -174,6 +174,27 @@ def _conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return out if bias is None else out.add_(bias[None, :, None, None])
 
 
+_RING_TAPS: dict[tuple, Tensor] = {}
+
+
+def _ring_taps(height: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``[9, H·W]``: tap ``(ky, kx)`` of a 3×3 VALID convolution over the ``(H+2)×(W+2)`` ring channel (1 on the
+    border, 0 inside) at each output pixel; a few sizes are cached."""
+    key = (height, width, device, dtype)
+    compiling = torch.compiler.is_compiling()
+    taps = None if compiling else _RING_TAPS.get(key)
+    if taps is None:
+        ring = torch.ones(height + 2, width + 2, dtype=dtype)
+        ring[1:-1, 1:-1] = 0
+        taps = torch.stack([ring[ky : ky + height, kx : kx + width].reshape(-1) for ky in range(3) for kx in range(3)])
+        taps = taps.to(device)
+        if not compiling:
+            if len(_RING_TAPS) >= 16:
+                _RING_TAPS.clear()
+            _RING_TAPS[key] = taps
+    return taps
+
+
 class EdgeBiasZeroConv(nn.Module):
     """``l_last`` of the official coupling network: zero-pad by 1, append a ring channel (1 on the padded
     border, 0 inside), 3×3 VALID conv ``(C+1) → out`` with bias, times ``exp(3·logs)`` per output channel.
@@ -194,12 +215,12 @@ class EdgeBiasZeroConv(nn.Module):
 
     def folded(self, height: int, width: int) -> tuple[Tensor, Tensor]:
         """``(weight [out, C, 3, 3], bias map [1, out, H, W])`` with the gain and the ring channel folded in
-        (differentiable in the parameters)."""
+        (differentiable in the parameters). The ring's 3×3 convolution is one ``[out, 9] @ [9, H·W]`` product
+        with the (cached) indicator of where each tap lands on the ring."""
         w = self.conv.weight
         gain = torch.exp(self.logscale_factor * self.logs).reshape(-1)
-        ring = torch.ones(1, 1, height + 2, width + 2, device=w.device, dtype=w.dtype)
-        ring[:, :, 1:-1, 1:-1] = 0
-        edge = F.conv2d(ring, w[:, -1:], self.conv.bias)
+        taps = _ring_taps(height, width, w.device, w.dtype)
+        edge = (w[:, -1].reshape(w.shape[0], 9) @ taps + self.conv.bias[:, None]).view(1, -1, height, width)
         return w[:, :-1] * gain[:, None, None, None], edge * gain[None, :, None, None]
 
     def forward(self, h: Tensor) -> Tensor:

@@ -9,6 +9,8 @@ Every noise model of :mod:`visionflows.noise` (flows and baselines) is a :class:
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,10 +19,10 @@ from torch import Tensor, nn
 
 from visionflows.cameras import CAMERAS
 from visionflows.errors import ConfigError, InputError
-from visionflows.flows import Bijector, StandardNormal
+from visionflows.flows import Bijector, Compose, StandardNormal
 from visionflows.noise.base import NoiseModel, resolve_context
 from visionflows.noise.context import NoiseContext
-from visionflows.noise.fused import NoiseFlowTransform
+from visionflows.noise.fused import NoiseFlowTransform, squared_norm
 from visionflows.noise.layers import GainLayer, SignalDependentLayer, unconditional_step
 from visionflows.noise.param_layers import ParamGainLayer, ParamSignalLayer
 from visionflows.registry import register_model
@@ -51,6 +53,7 @@ PARAM_PRESETS: dict[str, tuple[str, str]] = {
                       "measured per-channel noise parameters (any camera)"),
 }
 _TOKENS = ("sdn5", "sdn4", "gain4", "unc", "sdnp", "gainp")
+_LOG_2PI = math.log(2 * math.pi)
 
 
 def count_parameters(module: nn.Module, trainable: bool = True) -> int:
@@ -220,15 +223,38 @@ class NoiseFlow(NoiseModel):
         """The transform (or its inverse), chunked over the batch when every layer is in eval mode and autograd is
         off (samples are then independent; same values up to float rounding). The native fast path
         (:mod:`visionflows.noise.fused`) works per sample already and is not chunked."""
-        fn = self.transform.inverse if inverse else self.transform
+        if isinstance(self.transform, NoiseFlowTransform):
+            out = self.transform.run_fast(x, ctx, inverse=inverse)
+            if out is not None:
+                return out[0], out[1]
+            fn = functools.partial(Compose.inverse if inverse else Compose.forward, self.transform)
+        else:
+            fn = self.transform.inverse if inverse else self.transform
         per_sample = max(1, x[0].numel())
         size = max(1, self.eval_chunk_values // per_sample)
-        fast = isinstance(self.transform, NoiseFlowTransform) and self.transform.fast_path(x, ctx)
-        if (fast or x.shape[0] <= size or torch.is_grad_enabled() or torch.compiler.is_compiling()
+        if (x.shape[0] <= size or torch.is_grad_enabled() or torch.compiler.is_compiling()
                 or any(m.training for m in self.modules())):
             return fn(x, ctx)
         outs = [fn(x[i : i + size], ctx[i : i + size]) for i in range(0, x.shape[0], size)]
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    def log_prob(self, x: Tensor, context: Tensor | NoiseContext = None, iso: Any = None, camera: Any = None,
+                 nlf: Any = None, *, generator: torch.Generator | None = None) -> Tensor:
+        """``log p(noise | clean, iso, camera)`` in nats per patch, ``[B]`` (see :class:`NoiseModel`); on the native
+        fast path in eval mode the kernel also returns ``Σ z²`` for the standard-normal prior."""
+        if isinstance(self.transform, NoiseFlowTransform) and type(self.prior) is StandardNormal:
+            x = _batched(x)
+            ctx = self.context(context, iso, camera, noise=x, nlf=nlf)
+            x = x.to(ctx.clean.device)
+            out = self.transform.run_fast(x, ctx, sq_norm=True)
+            if out is None:
+                z, logdet = self._transform(False, x, ctx)
+                return self.prior.log_prob(z) + logdet
+            z, logdet, sq = out
+            if sq is None:  # training or autograd: the same prior in one pass each way
+                sq = squared_norm(z)
+            return logdet - 0.5 * (sq + x[0].numel() * _LOG_2PI)
+        return super().log_prob(x, context, iso, camera, nlf=nlf, generator=generator)
 
     def trace(self, noise: Tensor, clean: Tensor | NoiseContext, iso: Any = None,
               camera: Any = None) -> tuple[list[Tensor], list[Tensor]]:
