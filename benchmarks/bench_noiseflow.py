@@ -111,8 +111,10 @@ def main() -> None:
         "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "TORCHINDUCTOR_COMPILE_THREADS",
                                               "VISIONFLOWS_KERNELS") if k in os.environ},
         "cases": {},
+        "loadavg_start": os.getloadavg(),
     }
-    print(f"model: {source}; kernels used: {fast_ok}; threads {torch.get_num_threads()}", flush=True)
+    print(f"model: {source}; kernels used: {fast_ok}; threads {torch.get_num_threads()}; "
+          f"load {results['loadavg_start']}", flush=True)
 
     def report(key: str, t: dict, per_call: int, unit: str, errors: dict[str, float]) -> None:
         ref_rate = per_call / t["reference"]["median_s"]
@@ -182,7 +184,8 @@ def main() -> None:
                 errors[mode] = float((m.decode(eps, clean, iso, cam) - ref_sample).abs().max())
         report(f"sample@{batch}x{size}x{size}", timed(fns, args.rounds, args.min_time), batch * CHANNELS * size * size,
                "values_per_s", errors)
-    print("wrote", write_result(args.name, results))
+    results["loadavg_end"] = os.getloadavg()
+    print("wrote", write_result(args.name, results), "load", results["loadavg_end"])
 
 
 if __name__ == "__main__":

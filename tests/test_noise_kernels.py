@@ -218,6 +218,20 @@ def test_parameter_updates_invalidate_the_eval_cache():
     _close(z, z0, "latent after an in-place update")
 
 
+@needs_kernels
+def test_torch_func_transforms_take_the_plain_path():
+    model = _random_model("noiseflow_s_ax1_g_ax1").eval()
+    noise, ctx = _inputs(model, 1, 3, 3)
+    ctx1 = ctx[:1]
+
+    def f(v):
+        return model.transform(v.view(1, 4, 3, 3), ctx1)[0].reshape(-1)
+
+    jac = torch.func.jacrev(f)(noise.reshape(-1))
+    ref = torch.autograd.functional.jacobian(f, noise.reshape(-1))
+    torch.testing.assert_close(jac, ref)
+
+
 def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=300)

@@ -29,7 +29,7 @@ from visionflows import kernels
 from visionflows.flows import AffineCoupling, Compose, logdet_dtype
 from visionflows.flows.conv1x1 import _Conv1x1Base
 from visionflows.noise.context import NoiseContext
-from visionflows.noise.layers import GainLayer, NoiseFlowCouplingNet, SignalDependentLayer, _state_key
+from visionflows.noise.layers import GainLayer, NoiseFlowCouplingNet, SignalDependentLayer
 from visionflows.noise.param_layers import ParamGainLayer, ParamSignalLayer
 
 __all__ = ["NoiseFlowTransform", "fast_path_reason", "kernel_library", "squared_norm"]
@@ -96,20 +96,33 @@ def _structure(layers: Any) -> list[tuple] | None:
 
 
 def _is_plain(t: Any) -> bool:
-    """A strided CPU float32 tensor the kernels can read through its pointer (no functorch/subclass wrapper)."""
-    if type(t) is not Tensor and not isinstance(t, torch.nn.Parameter):
-        return False
-    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
-    return (t.dtype == torch.float32 and t.device.type == "cpu" and t.layout == torch.strided
-            and not (wrapped is not None and wrapped(t)) and not torch._C._functorch.is_batchedtensor(t))
+    """A strided CPU float32 tensor (not a subclass) the kernels can read through its pointer; functorch wrappers
+    are excluded by :func:`fast_path_reason` (no functorch transform may be active)."""
+    return ((type(t) is Tensor or type(t) is torch.nn.Parameter) and t.dtype == torch.float32
+            and t.device.type == "cpu" and t.layout == torch.strided)
 
 
-def fast_path_reason(transform: Compose, x: Tensor, context: Any) -> str | None:
+def _flat_state(transform: Compose) -> tuple[list[Tensor], list[Tensor]]:
+    """``(parameters, buffers)`` of every submodule (parameters without duplicates)."""
+    params: dict[int, Tensor] = {}
+    buffers: list[Tensor] = []
+    for m in transform.modules():
+        for p in m._parameters.values():
+            if p is not None:
+                params.setdefault(id(p), p)
+        buffers.extend(b for b in m._buffers.values() if b is not None)
+    return list(params.values()), buffers
+
+
+def fast_path_reason(transform: Compose, x: Tensor, context: Any,
+                     params: list[Tensor] | None = None) -> str | None:
     """Why ``transform(x, context)`` would take the plain PyTorch path (``None``: it takes the kernels)."""
     if not getattr(transform, "use_kernels", True):
         return "use_kernels is False"
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return "compiling or tracing"
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return "inside a torch.func transform (vmap, grad, jacrev, ...)"
     if not _is_plain(x) or x.dim() != 4 or x.shape[1] != 4 or x.shape[0] == 0 or x.shape[2] * x.shape[3] == 0:
         return "input is not a non-empty float32 CPU tensor [B, 4, H, W]"
     if not isinstance(context, NoiseContext) or not _is_plain(context.clean) or context.clean.shape != x.shape:
@@ -119,7 +132,7 @@ def fast_path_reason(transform: Compose, x: Tensor, context: Any) -> str | None:
     ops = _ops(transform)
     if ops is None:
         return "a layer without a kernel"
-    if not all(_is_plain(p) for p in transform.parameters()):
+    if not all(_is_plain(p) for p in (_flat_state(transform)[0] if params is None else params)):
         return "parameters are not float32 CPU tensors"
     modes = {op[2].net.training for op in ops if op[0] == "unc"}
     if len(modes) > 1:
@@ -174,12 +187,14 @@ def _layer_logdet(op: tuple, x: Tensor, context: NoiseContext) -> Tensor | None:
     return None
 
 
-def _eval_plan(transform: Compose, ops: list[tuple], x: Tensor, context: NoiseContext,
-               inverse: bool) -> tuple[list[int], list[Tensor], Tensor]:
+def _eval_plan(transform: Compose, ops: list[tuple], x: Tensor, context: NoiseContext, inverse: bool,
+               state: tuple[list[Tensor], list[Tensor]] | None = None) -> tuple[list[int], list[Tensor], Tensor]:
     """Kernel op types, their packed parameter tensors, and the log-det ``[B]`` of the layers the kernel leaves
-    out (in the direction of ``inverse``)."""
+    out (in the direction of ``inverse``). The unc parameters are cached until a parameter or buffer of the
+    transform is replaced or modified in place (``state``: :func:`_flat_state`)."""
     b, _, h, w = x.shape
-    key = (h, w, inverse, _state_key(transform))
+    params, buffers = _flat_state(transform) if state is None else state
+    key = (h, w, inverse, tuple((t.data_ptr(), t._version) for t in (*params, *buffers)))
     cache = transform.__dict__.get("_vf_eval_cache")
     if cache is not None and cache[0] == key:
         unc_params, extra = cache[1]
@@ -218,10 +233,11 @@ def _eval_plan(transform: Compose, ops: list[tuple], x: Tensor, context: NoiseCo
 
 
 def _eval_kernel(transform: Compose, ops: list[tuple], x: Tensor, context: NoiseContext, inverse: bool,
-                 want_sq: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+                 want_sq: bool = False, state: tuple[list[Tensor], list[Tensor]] | None = None,
+                 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """``(z, log-det [B], Σ z² [B] or None)`` of every layer in one kernel call (no autograd)."""
     with torch.no_grad():
-        types, params, extra = _eval_plan(transform, ops, x, context, inverse)
+        types, params, extra = _eval_plan(transform, ops, x, context, inverse, state)
         x = x.detach().contiguous()
         clean = context.clean.detach().contiguous()
         z = torch.empty_like(x)
@@ -400,17 +416,21 @@ class NoiseFlowTransform(Compose):
                  sq_norm: bool = False) -> tuple[Tensor, Tensor, Tensor | None] | None:
         """``(y, log-det [B], Σ y² [B] or None)`` through the kernels, or ``None`` when the plain path must be
         taken. ``sq_norm`` (eval mode, no autograd): also the per-sample sum of squares of the output."""
-        if fast_path_reason(self, x, context) is not None:
+        if not self.use_kernels:
+            return None
+        state = _flat_state(self)
+        if fast_path_reason(self, x, context, state[0]) is not None:
             return None
         ops = _ops(self)
         if _training(ops):
             if inverse:  # a training-mode inverse (rare): plain
                 return None
             return (*self._train_forward(ops, x, context), None)
-        params = [p for p in self.parameters() if p.requires_grad]
-        if torch.is_grad_enabled() and (x.requires_grad or params):
-            return (*_EvalWithGrad.apply(self, context, inverse, x, *params), None)
-        return _eval_kernel(self, ops, x, context, inverse, want_sq=sq_norm)
+        if torch.is_grad_enabled():
+            params = [p for p in state[0] if p.requires_grad]
+            if x.requires_grad or params:
+                return (*_EvalWithGrad.apply(self, context, inverse, x, *params), None)
+        return _eval_kernel(self, ops, x, context, inverse, want_sq=sq_norm, state=state)
 
     def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
         out = self.run_fast(x, context)
