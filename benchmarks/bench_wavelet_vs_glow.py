@@ -145,7 +145,7 @@ def run_glow(args, run_dir: Path, test: torch.Tensor) -> dict:
     for rnd in range(args.points):
         t0 = time.perf_counter()
         config.max_minutes = budget.minutes()
-        train(task, config, run_dir, resume=True)
+        train(task, config, run_dir, resume=rnd > 0)
         budget.update(time.perf_counter() - t0, config.max_minutes)
         wall += time.perf_counter() - t0
         bpd = eval_glow(run_dir, test)

@@ -172,15 +172,21 @@ def _nuts(target: _Target, eps: Tensor, cfg: AnnealConfig, generator, desc: str,
                           adapt_step_size=cfg.num_adaptation > 0, adapt_mass_matrix=False,
                           target_accept_prob=float(cfg.target_accept),
                           max_tree_depth=int(cfg.max_tree_depth), jit_compile=False)
+            seen = {"acc": float("nan")}
+
+            def hook(kern, _samples, stage, _i, seen=seen):  # Pyro resets the kernel's statistics after run()
+                if stage.startswith("Sample"):
+                    seen["acc"] = float(kern._mean_accept_prob)
+
             mcmc = MCMC(kernel, num_samples=cfg.num_results - cfg.num_adaptation, warmup_steps=cfg.num_adaptation,
-                        initial_params={"z": eps[k : k + 1].detach().clone()}, disable_progbar=True)
+                        initial_params={"z": eps[k : k + 1].detach().clone()}, disable_progbar=True, hook_fn=hook)
             with torch.enable_grad():
                 mcmc.run()
             chain = mcmc.get_samples()["z"].to(eps.dtype)  # the post-adaptation states
             out.append(chain[-1])
             if callback is not None:
                 chains.append(chain.reshape(chain.shape[0], *eps.shape[1:]))
-            accs.append(float(kernel._mean_accept_prob))
+            accs.append(seen["acc"])
             steps.append(float(kernel.step_size))
             if cfg.progress:
                 bar.set_postfix(acc=f"{accs[-1]:.2f}", step=f"{steps[-1]:.3g}")
