@@ -3,7 +3,8 @@
 Nothing here is needed to install or run visionflows: :func:`load` returns ``None`` when no compiler is found,
 the build fails, or ``VISIONFLOWS_KERNELS=0`` is set, and every caller then uses its pure-PyTorch path (same
 results up to float32 rounding). The sources ship with the package (``*.cpp`` next to this file); a build is
-cached under ``$VISIONFLOWS_KERNEL_CACHE`` (default ``~/.cache/visionflows/kernels``), keyed by the source, the
+cached under ``$VISIONFLOWS_KERNEL_CACHE`` (default ``~/.cache/visionflows/kernels``; a per-user temporary
+directory when that is not writable), keyed by the source, the
 compiler, its flags and the CPU's feature flags (the code is compiled with ``-march=native``), and built once per
 machine in about 5 s. The library is linked against the OpenMP runtime PyTorch already loaded (``libgomp.so.1``,
 same soname), so its threads are the ones :func:`torch.set_num_threads` controls; every kernel also takes the
@@ -75,7 +76,13 @@ def _build(name: str) -> ctypes.CDLL:
                                      _cpu_flags().encode(), sys.platform.encode()])).hexdigest()[:16]
     out = _cache_dir() / f"{name}-{key}.so"
     if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if not os.access(out.parent, os.W_OK):
+                raise PermissionError(str(out.parent))
+        except OSError:  # read-only home: a per-user temporary directory
+            out = Path(tempfile.gettempdir()) / f"visionflows-kernels-{os.getuid()}" / out.name
+            out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", prefix=f".{name}-", dir=out.parent)
         os.close(fd)
         try:
