@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from visionflows import kernels
 from visionflows.flows import AffineCoupling, Compose, logdet_dtype
@@ -267,6 +268,7 @@ class _EvalWithGrad(torch.autograd.Function):
         return z, ld
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gz, gld):  # noqa: ANN001
         x, *params = ctx.saved_tensors
         need = ctx.needs_input_grad[3:]
@@ -301,6 +303,7 @@ class _UncTrain(torch.autograd.Function):
         return z, ld, stats
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gz, gld, _gstats):  # noqa: ANN001
         x, packed, stats = ctx.saved_tensors
         b, _, h, w = x.shape
@@ -362,6 +365,7 @@ class _SdnTrain(torch.autograd.Function):
         return z, ld
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gz, gld):  # noqa: ANN001
         x, clean, a, c = ctx.saved_tensors
         b, _, h, w = x.shape
@@ -416,7 +420,7 @@ class NoiseFlowTransform(Compose):
                  sq_norm: bool = False) -> tuple[Tensor, Tensor, Tensor | None] | None:
         """``(y, log-det [B], Σ y² [B] or None)`` through the kernels, or ``None`` when the plain path must be
         taken. ``sq_norm`` (eval mode, no autograd): also the per-sample sum of squares of the output."""
-        if not self.use_kernels:
+        if not self.use_kernels or torch.compiler.is_compiling():
             return None
         state = _flat_state(self)
         if fast_path_reason(self, x, context, state[0]) is not None:
