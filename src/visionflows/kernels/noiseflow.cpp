@@ -1,6 +1,6 @@
 // Fused CPU kernels of Noise Flow (float32, NCHW, 4 channels, coupling split 2 | 2, coupling width WD).
 //
-// The Python side (visionflows/noise/fused.py) builds the parameters; these functions only compute.
+// The Python side (visionflows/noise/fused.py, noise/kernel_ops.py) builds the parameters; these functions only compute.
 // Conventions (the same as visionflows.noise.layers, noise -> latent is "forward"):
 //   unc step   y = M x (per pixel, M [4][4]), then the affine coupling on y = [ya | yb]:
 //              h = net(ya) = [shift(2), raw(2)], l = lam * tanh(raw), zb = yb * exp(l) + shift, logdet += sum(l)
