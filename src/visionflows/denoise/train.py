@@ -127,21 +127,27 @@ def _finish(noisy: Tensor, domain: str) -> Tensor:
 
 
 class GaussianSource:
-    """i.i.d. Gaussian noise: fixed ``sigma`` ([0, 1] units), or σ ~ U(``sigma_range``) per batch."""
+    """i.i.d. Gaussian noise: fixed ``sigma`` ([0, 1] units), or σ ~ U(``sigma_range``) drawn per batch (the
+    default) or, with ``per_patch``, independently for every patch of the batch (a blind denoiser then sees
+    every level in every batch)."""
 
     def __init__(self, sigma: float | None = None, sigma_range: tuple[float, float] = GAUSSIAN_SIGMA_RANGE,
-                 domain: str = "raw") -> None:
-        self.sigma, self.sigma_range, self.domain = sigma, sigma_range, domain
+                 domain: str = "raw", per_patch: bool = False) -> None:
+        lo, hi = (float(v) for v in sigma_range)
+        if not 0.0 <= lo <= hi:
+            raise ConfigError(f"invalid Gaussian sigma range {sigma_range}.", "use 0 <= low <= high (in [0, 1] units).")
+        self.sigma, self.sigma_range, self.domain, self.per_patch = sigma, (lo, hi), domain, bool(per_patch)
         self.name = "gaussian" if sigma is None else f"gaussian-{sigma * 255:.3g}"
 
     def noisy(self, batch: dict, generator: torch.Generator) -> Tensor:
         clean = batch["clean"]
         if self.sigma is None:
             lo, hi = self.sigma_range
-            sigma = lo + (hi - lo) * float(torch.rand((), generator=generator))
+            shape = (clean.shape[0],) + (1,) * (clean.dim() - 1) if self.per_patch else ()
+            sigma = lo + (hi - lo) * torch.rand(shape, generator=generator)
         else:
-            sigma = self.sigma
-        return _finish(clean + sigma * torch.randn(clean.shape, generator=generator), self.domain)
+            sigma = torch.tensor(self.sigma)
+        return _finish(clean + sigma.to(clean.dtype) * torch.randn(clean.shape, generator=generator), self.domain)
 
 
 class NLFSource:
