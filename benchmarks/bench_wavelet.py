@@ -3,7 +3,9 @@ compiled, sampling, peak memory. Writes ``benchmarks/results/wavelet.json`` (``w
 
 (a) the reference level: 16×16×9 details given 16×16×3 (level 5 of a 32×32 model), K=8, width 128, 3 residual
     blocks (4.05 M parameters), one training step = loss forward + backward + GlowAdamax step, batch ``--batch``;
-    rows: plain chain (before), fused (after), fused + torch.compile, fused + bf16 autocast.
+    rows: the plain eager reference (``wavelet_reference.py``, same weights, checked to compute the same function),
+    visionflows' plain chain, fused with direct convolutions, fused with Winograd 3×3 convolutions (the CPU
+    default), fused + torch.compile, fused + bf16 autocast; all arms timed in interleaved rounds in one process.
 (b) every level of ``--preset`` (and ``--imagenet-levels`` of imagenet_32) at the preset's batch and crop.
 (c) sampling the full model (eager), images/s for each resolution 2…res.
 (d) peak memory of two training steps: CPU peak-RSS (``VmHWM``, else ``ru_maxrss``) growth in a fresh
@@ -21,8 +23,10 @@ import os
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -30,11 +34,13 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import time_call, write_result  # noqa: E402
+from _common import sync, time_call, write_result  # noqa: E402
+from visionflows.flows.pixels import dequantize  # noqa: E402
 from visionflows.training.optim import GlowAdamax  # noqa: E402
-from visionflows.wavelet.level import WaveletLevel, set_fused  # noqa: E402
+from visionflows.wavelet.level import LN2, CouplingNet, WaveletLevel, set_fused  # noqa: E402
 from visionflows.wavelet.model import WaveletFlow  # noqa: E402
 from visionflows.wavelet.presets import get_preset  # noqa: E402
+from wavelet_reference import ReferenceLevel  # noqa: E402
 
 REF = dict(level=5, n_levels=5, channels=3, steps=8, width=128, res_blocks=3)  # 16x16x9 given 16x16x3
 
@@ -78,30 +84,107 @@ def _measure(step, batch: int, reps: int, device: str, warmup: int = 2) -> dict[
     return {**t, "images_per_s": batch / t["median_s"], "images_per_s_best": batch / t["min_s"]}
 
 
+def _set_winograd(module: torch.nn.Module, on: bool) -> torch.nn.Module:
+    for m in module.modules():
+        if isinstance(m, CouplingNet):
+            m.winograd = bool(on)
+    return module
+
+
+def _reference_step(level: WaveletLevel, images: torch.Tensor):
+    """One training step of the plain eager reference (``wavelet_reference.py``) with ``level``'s weights; the
+    input pipeline (dequantise, Haar split) is the library's, so both arms see the same coefficients."""
+    ref = ReferenceLevel.from_level(level).to(images.device)
+    opt = GlowAdamax(ref.parameters())
+    dims = level.dims_for(images)
+
+    def step() -> float:
+        x = level.downsample(dequantize(images, torch.Generator().manual_seed(0)))
+        data, cond = level.split(x)
+        lp = ref(data, cond) + level.haar_logdet(data[0].numel())
+        loss = (-lp / (dims * LN2) + 8.0).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    return ref, step
+
+
+def _same_function(level: WaveletLevel, images: torch.Tensor) -> dict[str, float]:
+    """Max |Δ log p| (nats per image) of the level's paths against the reference on one batch, after moving the
+    zero-initialised output convolutions off zero (so every coupling acts)."""
+    level = copy.deepcopy(level)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for m in level.modules():
+            if isinstance(m, CouplingNet):
+                m.out.conv.weight.copy_(0.003 * torch.randn(m.out.conv.weight.shape, generator=gen))
+        x = level.downsample(dequantize(images.cpu(), torch.Generator().manual_seed(1)).to(images.device))
+        data, cond = level.split(x)
+        ref = ReferenceLevel.from_level(level).to(images.device)(data, cond)
+        out = {"reference_logp_mean": float(ref.mean())}
+        for name, fused, wino in (("plain", False, False), ("fused", True, False), ("fused_winograd", True, True)):
+            lp = _set_winograd(set_fused(level, fused), wino).flow_log_prob(data, cond)
+            out[f"{name}_max_abs_diff_nats"] = float((lp - ref).abs().max())
+    return out
+
+
 def reference_level(args) -> dict:
+    """Every variant's training step of the reference level, timed in interleaved rounds (one step of each arm per
+    round, so drift of the machine hits all arms alike); ratios against the plain eager reference."""
     dev = args.device
-    res: dict = {"config": {**REF, "batch": args.batch, "image_side": 32}}
+    res: dict = {"config": {**REF, "batch": args.batch, "image_side": 32, "rounds": args.reps}}
     images = _images(args.batch, 32, dev)
-    rows = [("plain_eager", False, False, None), ("fused_eager", True, False, None)]
+    rows = [("plain_eager", False, False, False, None), ("fused_eager", True, False, False, None)]
+    if dev == "cpu":
+        rows.append(("fused_winograd", True, True, False, None))
     if not args.no_compile:
-        rows.append(("fused_compiled", True, True, None))
-    rows.append(("fused_eager_bf16" if dev == "cpu" else "fused_eager_bf16", True, False, "bf16"))
-    for name, fused, comp, amp in rows:
-        torch.manual_seed(0)
-        level = set_fused(WaveletLevel(**REF).to(dev), fused)
-        res["parameters"] = _params(level)
+        rows.append(("fused_compiled", True, False, True, None))
+    rows.append(("fused_eager_bf16", True, False, False, "bf16"))
+    steps, first = {}, {}
+    torch.manual_seed(0)
+    base = WaveletLevel(**REF).to(dev)
+    with torch.no_grad():  # DDI once; every arm starts from these weights
+        base.train()
+        base.bits_per_dim_level(images, torch.Generator().manual_seed(0))
+    res["parameters"] = _params(base)
+    res["same_function"] = _same_function(base, images)
+    print(f"(a) same function as the reference: {res['same_function']}", flush=True)
+    t0 = time.perf_counter()
+    keep = {}
+    keep["reference_eager"], steps["reference_eager"] = _reference_step(base, images)
+    steps["reference_eager"]()
+    first["reference_eager"] = time.perf_counter() - t0
+    for name, fused, wino, comp, amp in rows:
+        level = _set_winograd(set_fused(copy.deepcopy(base), fused), wino)
+        keep[name] = level
         t0 = time.perf_counter()
-        step = _train_step(level, images, comp, amp)
-        step()  # compile happens here
-        first = time.perf_counter() - t0
-        r = _measure(step, args.batch, args.reps, dev)
-        r["first_step_s"] = first
+        steps[name] = _train_step(level, images, comp, amp)
+        steps[name]()  # compile happens here
+        first[name] = time.perf_counter() - t0
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(2):  # warm-up round
+        for fn in steps.values():
+            fn()
+    for _ in range(args.reps):
+        for name, fn in steps.items():
+            t = time.perf_counter()
+            fn()
+            sync(dev)
+            times[name].append(time.perf_counter() - t)
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        r = {"median_s": med, "min_s": min(ts), "reps": len(ts), "images_per_s": args.batch / med,
+             "images_per_s_best": args.batch / min(ts), "first_step_s": first[name]}
         res[name] = r
-        print(f"(a) reference level {name:18s} {r['median_s'] * 1e3:8.1f} ms/step {r['images_per_s']:7.1f} images/s "
-              f"(best {r['images_per_s_best']:.1f}; first step {first:.1f} s)", flush=True)
-    base = res["plain_eager"]["images_per_s"]
-    res["speedup_vs_plain"] = {k: v["images_per_s"] / base for k, v in res.items() if isinstance(v, dict) and
-                               "images_per_s" in v}
+        print(f"(a) reference level {name:18s} {med * 1e3:8.1f} ms/step {r['images_per_s']:7.1f} images/s "
+              f"(best {r['images_per_s_best']:.1f}; first step {first[name]:.1f} s)", flush=True)
+    ref_ips = res["reference_eager"]["images_per_s"]
+    res["speedup_vs_reference"] = {k: res[k]["images_per_s"] / ref_ips for k in times}
+    res["speedup_vs_plain"] = {k: res[k]["images_per_s"] / res["plain_eager"]["images_per_s"] for k in times}
+    print("(a) speed-up vs the eager reference: " + ", ".join(f"{k} {v:.2f}x" for k, v in
+                                                            res["speedup_vs_reference"].items()), flush=True)
     return res
 
 
@@ -154,6 +237,7 @@ def _memprobe(spec: dict) -> dict:
         run = lambda: model.sample(spec["batch"], generator=torch.Generator().manual_seed(0))  # noqa: E731
     else:
         level = set_fused(WaveletLevel(**spec["level"]).to(dev), spec.get("fused", True))
+        _set_winograd(level, spec.get("winograd", True))
         images = _images(spec["batch"], spec["side"], dev)
         run = _train_step(level, images, spec.get("compile", False))
     if dev.startswith("cuda"):
@@ -190,7 +274,9 @@ def memory(args) -> list[dict]:
     specs = [
         {"name": "reference level, plain", "what": "train", "level": REF, "batch": args.batch, "side": 32,
          "fused": False},
-        {"name": "reference level, fused", "what": "train", "level": REF, "batch": args.batch, "side": 32},
+        {"name": "reference level, fused (direct convs)", "what": "train", "level": REF, "batch": args.batch,
+         "side": 32, "winograd": False},
+        {"name": "reference level, fused + Winograd", "what": "train", "level": REF, "batch": args.batch, "side": 32},
     ]
     top = dict(level=n, n_levels=n, channels=p.channels, steps=p.steps[n], width=p.widths[n], res_blocks=p.res_blocks)
     specs.append({"name": f"{p.name} level {n}", "what": "train", "level": top, "batch": p.batch_size,

@@ -86,10 +86,19 @@ def render_wavelet(d: dict) -> list[str]:
     ref = d["reference_level"]
     head = f"Reference conditional-Glow level ({ref['parameters']:,} parameters, batch {ref['config']['batch']}):"
     lines = [head, "",
-             "| variant | images/s | first step (s) |", "|---|---|---|"]
-    for k in ("plain_eager", "fused_eager", "fused_compiled", "fused_eager_bf16"):
+             "| variant | images/s | × eager reference | first step (s) |", "|---|---|---|---|"]
+    speed = ref.get("speedup_vs_reference", {})
+    for k in ("reference_eager", "plain_eager", "fused_eager", "fused_winograd", "fused_compiled",
+              "fused_eager_bf16"):
         if k in ref:
-            lines.append(f"| {k} | {_fmt(ref[k]['images_per_s'])} | {_fmt(ref[k]['first_step_s'], 2)} |")
+            x = _fmt(speed[k], 2) if k in speed else "—"
+            lines.append(f"| {k} | {_fmt(ref[k]['images_per_s'])} | {x} | {_fmt(ref[k]['first_step_s'], 2)} |")
+    if ref.get("same_function"):
+        sf = ref["same_function"]
+        lines += ["", "Same function as the reference (max |Δ log p| per image, nats; reference mean log p "
+                  f"{_fmt(sf['reference_logp_mean'], 1)}): " + ", ".join(
+                      f"{k.replace('_max_abs_diff_nats', '')} {v:.2g}" for k, v in sf.items()
+                      if k.endswith("_nats"))]
     for key in ("levels", "levels_imagenet_32"):
         if d.get(key):
             lines += ["", f"Training throughput per level ({d[key][0]['preset']}):", "",

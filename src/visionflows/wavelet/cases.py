@@ -34,6 +34,19 @@ def wavelet_conditional_coupling() -> BijectorCase:
 
 
 @register_case
+def wavelet_coupling_winograd() -> BijectorCase:
+    """The level coupling at 8×8 and width 16: on the CPU in float32 its 3×3 convolutions run as Winograd
+    F(4×4, 3×3) with the vectorised kernels (``visionflows.wavelet.winograd``); float64 checks use direct ones."""
+    return BijectorCase(
+        "wavelet_coupling_winograd",
+        lambda: AffineCoupling(9, coupling_net_factory(16, 2), split=4, context_channels=3, shift_first=True),
+        _x(1, 9, 8, 8, seed=5),
+        context=_x(1, 3, 8, 8, seed=6),
+        rtol32=_RTOL32,
+    )
+
+
+@register_case
 def wavelet_conditional_level() -> BijectorCase:
     """A full level-3 transform (2 steps + prior ActNorm) on D_2 [2, 9, 4, 4] given I_2 [2, 3, 4, 4]."""
     return BijectorCase(

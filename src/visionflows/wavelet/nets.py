@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visionflows.flows import ActNorm, AffineCoupling, Compose, InvertibleConv1x1, ZeroConv2d
+from visionflows.wavelet import winograd
 
 __all__ = ["CouplingNet", "ResidualBlock", "coupling_net_factory", "flow_step", "set_fused", "HIDDEN_INIT_STD"]
 
@@ -41,6 +42,13 @@ def _conv_norm(conv: nn.Conv2d, norm: _Norm, h: Tensor) -> Tensor:
     if h.is_contiguous(memory_format=torch.channels_last) and h.dim() == 4:
         w = w.contiguous(memory_format=torch.channels_last)
     return F.conv2d(h, w, -an.loc * s, padding=conv.padding)
+
+
+def _folded(conv: nn.Conv2d, norm: _Norm) -> tuple[Tensor, Tensor]:
+    """The weight and bias of ``ActNorm(conv(·))`` as one convolution (see :class:`_Norm`)."""
+    an = norm.actnorm
+    s = torch.exp(-an.scale_factor * an.log_scale)
+    return conv.weight * s.view(-1, 1, 1, 1), -an.loc * s
 
 
 def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
@@ -88,10 +96,13 @@ class CouplingNet(nn.Module):
         self.out = ZeroConv2d(width, out_channels, 3, gain=3.0)
 
     fused = True  # see ResidualBlock.fused
+    winograd = True  # with ``fused``: the channels-last Winograd path on the CPU where it applies (see below)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.fused:
             return self.out(self.blocks(torch.relu(self.norm_in(self.conv_in(x)))))
+        if self.winograd and self._winograd_applies(x):
+            return self._forward_winograd(x)
         if x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         h = _conv_norm(self.conv_in, self.norm_in, x).relu_()
@@ -102,6 +113,37 @@ class CouplingNet(nn.Module):
         if h.dim() == 4 and h.is_contiguous(memory_format=torch.channels_last):
             w = w.contiguous(memory_format=torch.channels_last)
         return F.conv2d(h, w, out.conv.bias * g, padding=out.conv.padding).contiguous()
+
+    def _winograd_applies(self, x: Tensor) -> bool:
+        """float32 on the CPU, at least 4×4 pixels, ActNorms initialised, no autocast or compile, kernels built."""
+        if x.dim() != 4 or x.device.type != "cpu" or x.dtype != torch.float32 or min(x.shape[-2:]) < 4:
+            return False
+        if torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
+            return False
+        if self.norm_in.actnorm.needs_init() or any(
+            b.norm1.actnorm.needs_init() or b.norm2.actnorm.needs_init() for b in self.blocks
+        ):
+            return False
+        return winograd.available()
+
+    def _forward_winograd(self, x: Tensor) -> Tensor:
+        """The fused network on channels-last ``[B·H·W, C]`` rows: 1×1 convolutions are matrix products, 3×3 ones
+        Winograd F(4×4, 3×3) (:mod:`visionflows.wavelet.winograd`); same parameters, same function."""
+        b, c, hgt, wid = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(-1, c)
+        w, bias = _folded(self.conv_in, self.norm_in)
+        h = torch.addmm(bias, rows, w.flatten(1).t()).relu_()
+        width = h.shape[1]
+        for blk in self.blocks:
+            w1, b1 = _folded(blk.conv1, blk.norm1)
+            r = winograd.winograd_conv3x3(h.view(b, hgt, wid, width), w1, b1, relu=True)
+            w2, b2 = _folded(blk.conv2, blk.norm2)
+            h = torch.addmm(b2, r.view(-1, width), w2.flatten(1).t()).add_(h).relu_()
+        out = self.out
+        g = torch.exp(out.gain * out.logs).view(-1)
+        y = winograd.winograd_conv3x3(h.view(b, hgt, wid, width), out.conv.weight * g.view(-1, 1, 1, 1),
+                                      out.conv.bias * g)
+        return y.permute(0, 3, 1, 2).contiguous()
 
 
 def set_fused(module: nn.Module, fused: bool = True) -> nn.Module:
