@@ -2,7 +2,8 @@
 
 For the raw Noise Flow (``noiseflow`` preset, 4×32×32 packed patches) and the sRGB Noise Flow (3×32×32), it times
 (1) noise synthesis alone, (2) DnCNN training steps (depth 9, width 32, Adam) on pre-generated noisy batches and
-(3) the same steps with the synthesis inside each step (what ``visionflows denoise train --noise FILE`` does).
+(3) the same steps with the synthesis inside each step (what ``visionflows denoise train --noise FILE`` does),
+(2) and (3) interleaved step by step.
 Prints the numbers and writes ``benchmarks/results/denoise.json`` atomically.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_denoise.py --steps 10
@@ -68,18 +69,18 @@ def _bench(domain: str, steps: int, batch: int, patch: int, warmup: int = 2) -> 
     t = time.perf_counter()
     pregen = [task.batch(i, g) for i, g in enumerate(gens[warmup:])]
     synth_s = time.perf_counter() - t
-    # (2) training on pre-generated batches
     for b in pregen[:warmup]:
         step(b)
-    t = time.perf_counter()
-    for b in pregen:
-        step(b)
-    pre_s = time.perf_counter() - t
-    # (3) training with on-the-fly synthesis
-    t = time.perf_counter()
+    # (2) training on pre-generated batches and (3) with on-the-fly synthesis, interleaved step by step so that
+    # drift of the machine hits both alike
+    pre_s = fly_s = 0.0
     for i, g in enumerate(gens[warmup:]):
+        t = time.perf_counter()
+        step(pregen[i])
+        pre_s += time.perf_counter() - t
+        t = time.perf_counter()
         step(task.batch(i, g))
-    fly_s = time.perf_counter() - t
+        fly_s += time.perf_counter() - t
     n = steps * batch
     return {
         "domain": domain,

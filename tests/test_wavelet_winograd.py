@@ -188,3 +188,23 @@ def test_without_kernels_the_direct_path_runs(monkeypatch: pytest.MonkeyPatch) -
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     u = wg.weight_transform(w)  # the two-matmul fallback
     assert u.shape == (36, 3, 4) and u.requires_grad
+
+
+@needs_kernels
+def test_chunked_batches_match_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches larger than the scratch budget run chunk by chunk of images, with the same values and gradients."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 8, 12, 24, generator=gen)
+    weight = 0.1 * torch.randn(20, 24, 3, 3, generator=gen)
+    bias = torch.randn(20, generator=gen)
+    gy = torch.randn(5, 8, 12, 20, generator=gen)
+    results = []
+    for budget in (wg.CHUNK_VALUES, 36 * 6 * 24 * 2):  # one chunk; two images per chunk (3 chunks)
+        monkeypatch.setattr(wg, "CHUNK_VALUES", budget)
+        xs, ws, bs = (t.clone().requires_grad_() for t in (x, weight, bias))
+        y = wg.winograd_conv3x3(xs, ws, bs, relu=True)
+        (y * gy).sum().backward()
+        results.append((y.detach(), xs.grad, ws.grad, bs.grad))
+    assert len(wg._chunks(5, 8, 12, 24)) == 3
+    for a, b in zip(*results):  # the weight gradient is summed in another order across chunks
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-5 * float(b.abs().max()))

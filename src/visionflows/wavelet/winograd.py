@@ -137,32 +137,46 @@ def _transform_weight(lib: ctypes.CDLL, weight: Tensor, out: Tensor, nt: int) ->
     return out
 
 
-def _forward(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool, keep_input: bool) -> tuple[Tensor, Tensor]:
-    """``(y, V)``: the convolution and the transformed input (a fresh tensor if ``keep_input``, else scratch)."""
+#: scratch per chunk of images (the 36 transformed tiles of the widest side), in float32 values (32 MiB)
+CHUNK_VALUES = 1 << 23
+
+
+def _chunks(b: int, h: int, w: int, c: int) -> list[tuple[int, int]]:
+    """Image ranges ``[b0, b1)`` whose transformed tiles (``36·tiles·c`` values) fit in :data:`CHUNK_VALUES`."""
+    per_image = 36 * _tiles(1, h, w) * max(c, 1)
+    n = max(1, min(b, CHUNK_VALUES // per_image))
+    return [(b0, min(b, b0 + n)) for b0 in range(0, b, n)]
+
+
+def _forward(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
+    """The convolution, chunk by chunk of images; transforms and products live in the per-thread workspace."""
     lib = _lib()
     b, h, w, c = x.shape
     co = weight.shape[0]
     nt = torch.get_num_threads()
     x = x.detach().contiguous()
-    t = _tiles(b, h, w)
-    v = torch.empty(36, t, c) if keep_input else _WS.get("v", 36, t, c)
-    lib.wg_in(x.data_ptr(), v.data_ptr(), b, h, w, c, nt)
     u = _transform_weight(lib, weight, _WS.get("u", 36, c, co), nt)
-    m = torch.bmm(v, u, out=_WS.get("m", 36, t, co))
     y = torch.empty(b, h, w, co)
     bias = None if bias is None else bias.detach().contiguous()
-    lib.wg_out(m.data_ptr(), _ptr(bias), int(relu), y.data_ptr(), b, h, w, co, nt)
-    return y, v
+    for b0, b1 in _chunks(b, h, w, max(c, co)):
+        n, t = b1 - b0, _tiles(b1 - b0, h, w)
+        v = _WS.get("v", 36, t, c)
+        lib.wg_in(x[b0:b1].data_ptr(), v.data_ptr(), n, h, w, c, nt)
+        m = torch.bmm(v, u, out=_WS.get("m", 36, t, co))
+        lib.wg_out(m.data_ptr(), _ptr(bias), int(relu), y[b0:b1].data_ptr(), n, h, w, co, nt)
+    return y
 
 
 class _Winograd3x3(torch.autograd.Function):
-    """``relu?(conv3x3(x; weight) + bias)`` channels-last; saves the transformed input ``V`` (``[36, T, C_in]``),
-    recomputes ``U`` in the backward pass; scratch buffers come from the per-thread workspace."""
+    """``relu?(conv3x3(x; weight) + bias)`` channels-last; the backward pass recomputes the transforms ``V`` and
+    ``U`` of the saved input and weight; scratch buffers come from the per-thread workspace."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:  # type: ignore[override]
-        y, v = _forward(x, weight, bias, relu, keep_input=True)
-        ctx.save_for_backward(v, weight, y if relu else None)
+        # the transformed input V (2.25x the input) is recomputed in the backward pass rather than kept: x is
+        # usually alive anyway (the previous ReLU keeps it) and a fresh V per call costs page faults
+        y = _forward(x, weight, bias, relu)
+        ctx.save_for_backward(x, weight, y if relu else None)
         ctx.relu, ctx.has_bias, ctx.shape = relu, bias is not None, tuple(x.shape)
         return y
 
@@ -170,28 +184,41 @@ class _Winograd3x3(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy: Tensor):  # type: ignore[override]
         lib = _lib()
-        v, weight, y = ctx.saved_tensors
+        x, weight, y = ctx.saved_tensors
         b, h, w, c = ctx.shape
-        co, t = weight.shape[0], v.shape[1]
+        co = weight.shape[0]
         nt = torch.get_num_threads()
-        dy = dy.contiguous()
-        dm = _WS.get("dm", 36, t, co)
-        lib.wg_out_adj(dy.data_ptr(), _ptr(y), dm.data_ptr(), b, h, w, co, nt)
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            u = _transform_weight(lib, weight, _WS.get("u", 36, c, co), nt)
-            dv = torch.bmm(dm, u.transpose(1, 2), out=_WS.get("dv", 36, t, c))
-            dx = torch.empty(b, h, w, c)
-            lib.wg_in_adj(dv.data_ptr(), dx.data_ptr(), b, h, w, c, nt)
-        if ctx.needs_input_grad[1]:
-            du = torch.bmm(v.transpose(1, 2), dm, out=_WS.get("du", 36, c, co))
+        dy, x = dy.contiguous(), x.contiguous()
+        want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        want_b = ctx.has_bias and ctx.needs_input_grad[2]
+        dx = torch.empty(b, h, w, c) if want_x else None
+        u = _transform_weight(lib, weight, _WS.get("u", 36, c, co), nt) if want_x else None
+        du = _WS.get("du", 36, c, co) if want_w else None
+        db = torch.zeros(co) if want_b else None
+        for i, (b0, b1) in enumerate(_chunks(b, h, w, max(c, co))):
+            n, t = b1 - b0, _tiles(b1 - b0, h, w)
+            dm = _WS.get("dm", 36, t, co)
+            lib.wg_out_adj(dy[b0:b1].data_ptr(), _ptr(None if y is None else y[b0:b1]), dm.data_ptr(), n, h, w,
+                           co, nt)
+            if want_x:
+                dv = torch.bmm(dm, u.transpose(1, 2), out=_WS.get("dv", 36, t, c))
+                lib.wg_in_adj(dv.data_ptr(), dx[b0:b1].data_ptr(), n, h, w, c, nt)
+            if want_w:
+                v = _WS.get("v", 36, t, c)
+                lib.wg_in(x[b0:b1].data_ptr(), v.data_ptr(), n, h, w, c, nt)
+                if i == 0:
+                    torch.bmm(v.transpose(1, 2), dm, out=du)
+                else:
+                    du.baddbmm_(v.transpose(1, 2), dm)
+            if want_b:
+                # Aᵀ's column 1 is all ones (the point 1 sums a polynomial's coefficients): summing the (masked)
+                # output gradient over a tile is dM at position (1, 1)
+                db += dm[_POS_11].sum(0)
+        dw = None
+        if want_w:
             dwt = torch.empty(c, 3, 3, co)
             lib.wg_wt_adj(du.data_ptr(), dwt.data_ptr(), c, co, nt)
             dw = dwt.permute(3, 0, 1, 2)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            # Aᵀ's column 1 is all ones (the point 1 sums a polynomial's coefficients): summing the (masked)
-            # output gradient over a tile is dM at position (1, 1)
-            db = dm[_POS_11].sum(0)
         return dx, dw, db, None
 
 
@@ -206,6 +233,6 @@ def winograd_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu
         raise ValueError("winograd_conv3x3 takes float32 CPU tensors")
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bias))
-    if not needs_grad:  # eval / sampling: nothing is saved, the transformed input lives in the workspace too
-        return _forward(x, weight, bias, bool(relu), keep_input=False)[0]
+    if not needs_grad:  # eval / sampling: no autograd node, nothing saved
+        return _forward(x, weight, bias, bool(relu))
     return _Winograd3x3.apply(x, weight, bias, bool(relu))
