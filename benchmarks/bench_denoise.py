@@ -15,11 +15,14 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import machine  # noqa: E402
 from visionflows.cameras import TRAIN_PAIRS, camera_index
 from visionflows.denoise import DenoiseTask, DnCNN, ModelSource
 from visionflows.io import atomic_write_text
@@ -104,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     results = {
         "benchmark": "denoise",
+        "machine": machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

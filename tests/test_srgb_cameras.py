@@ -38,7 +38,8 @@ def _perturbed(model: SRGBNoiseFlow, seed: int = 0) -> SRGBNoiseFlow:
     return model.eval()
 
 
-@pytest.mark.parametrize("arch,norm", [("CL2|CAC|CAC", "batch"), ("CL2|SPC|CAC|CAC", "act")])
+@pytest.mark.parametrize("arch,norm", [("CL2|CAC|CAC", "batch"), ("CL2|SPC|CAC|CAC", "act"),
+                                       ("SDL|CL2|SPC|CAC|CAC", "act")])
 def test_extend_vocabulary_starts_new_entries_from_unknown(arch, norm):
     m = _perturbed(SRGBNoiseFlow(arch, cameras=["a", "b"], isos=[100, 400], noise_std=3.0, norm=norm))
     ext = extend_vocabulary(m, ["C"], [800, 100])
@@ -54,31 +55,33 @@ def test_extend_vocabulary_starts_new_entries_from_unknown(arch, norm):
         extend_vocabulary(create_model("srgb_gaussian"), ["c"])
 
 
-def test_adaptation_fits_only_the_camera_and_helps(tmp_path):
+@pytest.mark.parametrize("arch", ["CL2|SPC|CAC|CAC", "SDL|CL2|SPC|CAC|CAC"])
+def test_adaptation_fits_only_the_camera_and_helps(tmp_path, arch):
     data = load_pairs(make_pairs(tmp_path / "d", CAMS, sigma=3.0))
     for i, name in enumerate(data.names):  # camera c: three times the noise of the others
         if name.startswith("camc"):
             extra = np.random.default_rng(i).normal(0, 8.0, data.noisy[i].shape)
             data.noisy[i] = np.clip(np.round(data.noisy[i] + extra), 0, 255).astype(np.uint8)
     rest, held = data.camera_split("camc")
-    model = _perturbed(SRGBNoiseFlow("CL2|SPC|CAC|CAC", cameras=rest.vocab()[0], isos=rest.vocab()[1],
+    model = _perturbed(SRGBNoiseFlow(arch, cameras=rest.vocab()[0], isos=rest.vocab()[1],
                                      noise_std=3.0, norm="act"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     pool, ev = adaptation_folds(held, tile=16, folds=1)[0]
     adapted, hist = adapt_srgb_flow(model, pool.subset([0, 1]), "camc", steps=25, batch_size=8, patch=16, lr=0.08)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the input model is untouched
     assert adapted.cameras[-1] == "camc" and 800 in adapted.isos and hist[-1]["nll_per_dim"] < hist[0]["nll_per_dim"]
-    # everything shared is unchanged; what changed is the camera's CL2 rows and embedding-input columns
+    # everything shared is unchanged; what changed is the camera's CL2 (and SDL) rows and embedding-input columns
     ext = extend_vocabulary(model, ["camc"], [800])
     c = adapted.cameras.index("camc") + 1
     for k, v in adapted.state_dict().items():
         if not torch.equal(v, ext.state_dict()[k]):
-            assert k.endswith(("log_scale", "bias", "inp.weight")) and ("inp" in k or "transform" in k), k
+            assert k.endswith(("log_scale", "bias", "log_a", "log_b", "inp.weight")) and (
+                "inp" in k or "transform" in k), k
             diff = (v != ext.state_dict()[k])
             if k.endswith("inp.weight"):
                 cols = set(diff.any(0).nonzero().flatten().tolist())
                 assert cols <= {adapted.n_iso + c, adapted.isos.index(800) + 1}, (k, cols)
-            elif v.dim() == 2:  # CL2 table [n_iso * n_cam, 3]
+            elif v.dim() == 2:  # CL2 / SDL table [n_iso * n_cam, 3]
                 rows = diff.any(1).nonzero().flatten()
                 assert set((rows % adapted.n_cam).tolist()) == {c}, k
             else:

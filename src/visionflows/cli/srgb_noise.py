@@ -41,6 +41,10 @@ _INT1 = number_arg(POSITIVE_INT)
 _PATCH = number_arg(Range(integer=True, low=2))
 
 
+
+#: the sRGB Noise Flow presets of `srgb-noise train` / `cameras`
+SRGB_PRESETS = ["srgb_noiseflow", "srgb_noiseflow_spatial", "srgb_noiseflow_sdl"]
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("srgb-noise", help="sRGB Noise Flow: train, evaluate (NLL/KL), experiment")
     sub = p.add_subparsers(dest="srgb_command", metavar="SUBCOMMAND")
@@ -82,8 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train an sRGB Noise Flow on the training split (shared trainer)")
     common(t, seed=False)
     t.add_argument("--width", type=_INT1, default=4, help="coupling-network width")
-    t.add_argument("--preset", choices=["srgb_noiseflow", "srgb_noiseflow_spatial"], default="srgb_noiseflow",
-                   help="architecture: the paper's released model (default) or with spatial couplings and ActNorm")
+    t.add_argument("--preset", choices=SRGB_PRESETS, default="srgb_noiseflow",
+                   help="architecture: the paper's released model (default), with spatial couplings and ActNorm, or "
+                        "those plus a per-camera signal-dependent scale (SDL)")
     t.add_argument("--unknown-prob", type=number_arg(Range(low=0, high=1, high_open=True)), default=0.0,
                    help="train the 'unknown' camera/ISO entries: replace each patch's camera (and ISO) by unknown "
                         "with this probability (what an unseen camera gets; default 0)")
@@ -124,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--k", type=_INT1, action="append", default=[], help="pairs to adapt on (default 1 and 4)")
     c.add_argument("--flow-steps", type=_INT1, default=600)
     c.add_argument("--folds", type=_INT1, default=3)
-    c.add_argument("--preset", choices=["srgb_noiseflow", "srgb_noiseflow_spatial"], default="srgb_noiseflow_spatial")
+    c.add_argument("--preset", choices=SRGB_PRESETS, default="srgb_noiseflow_spatial")
     c.add_argument("--unknown-prob", type=number_arg(Range(low=0, high=1, high_open=True)), default=0.2)
     c.add_argument("--patch", type=_PATCH, default=32)
     c.add_argument("--seed", type=number_arg(NON_NEGATIVE_INT), default=0)

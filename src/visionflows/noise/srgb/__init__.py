@@ -16,6 +16,8 @@ speeding up short trainings, log-det counted), then the arch string, default
 ``CL2|CAC|CAC|CL2|CAC|CAC|CL2|CAC|CAC|CL2|CAC|CAC`` (the released model):
 
 * ``CL2`` (:class:`ConditionalLinear`): per (ISO, camera) and channel ``z = x·exp(s) + b``, zero init.
+* ``SDL`` (:class:`SignalDependentScale`, ``srgb_noiseflow_sdl`` only, not in the paper): per (ISO, camera) and
+  channel ``z = x / sqrt(a·y + b)``, the camera's heteroscedastic noise level as a layer.
 * ``CAC``: :class:`~visionflows.flows.LUInvertibleConv1x1` (3×3) then :class:`ConditionalAffineCoupling`, split
   1 | 2; the net sees ``[x_a, clean]`` (conv3×3-BN-ReLU, conv1×1-BN-ReLU, edge-padded zero conv); ``ℓ = λ·tanh(r)·
   e(ISO, camera)``, ``e`` a residual MLP (:class:`ScaleEmbedding`).
@@ -37,6 +39,7 @@ from visionflows.noise.srgb.layers import (
     ConditionalLinear,
     FixedScale,
     ScaleEmbedding,
+    SignalDependentScale,
     SRGBCouplingNet,
     cac_step,
 )
@@ -54,6 +57,7 @@ __all__ = [
     "SRGBContext",
     "FixedScale",
     "ConditionalLinear",
+    "SignalDependentScale",
     "ScaleEmbedding",
     "SRGBCouplingNet",
     "ConditionalAffineCoupling",

@@ -1,7 +1,8 @@
 """Adapting a trained sRGB Noise Flow to a camera it never saw, from a few pairs of that camera.
 
 The sRGB Noise Flow is conditioned on (ISO, camera) in two places only: the CL2 tables (a per-channel log-scale
-and bias per (ISO, camera) combination: the camera's gain and offset in every CL2 layer) and the inputs of the
+and bias per (ISO, camera) combination: the camera's gain and offset in every CL2 layer; likewise the SDL tables,
+its noise variance ``a·y + b`` vs intensity, in the ``srgb_noiseflow_sdl`` preset) and the inputs of the
 scalar embeddings ``e(ISO, camera)`` that scale every coupling's log-scale (the camera's column, and the
 columns of ISOs new to the model, of each ``ScaleEmbedding``'s first linear layer). Everything else (the
 coupling networks, the 1×1 convolutions, the embedding MLPs' other layers) is shared by all cameras.
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from visionflows.errors import ConfigError, InputError
 from visionflows.noise.srgb.context import dequantize_noise
-from visionflows.noise.srgb.layers import ConditionalLinear, ScaleEmbedding
+from visionflows.noise.srgb.layers import ConditionalLinear, ScaleEmbedding, SignalDependentScale
 from visionflows.noise.srgb.model import SRGBNoiseFlow
 
 __all__ = ["extend_vocabulary", "camera_parameters", "adapt_srgb_flow"]
@@ -67,6 +68,9 @@ def extend_vocabulary(model: SRGBNoiseFlow, cameras: Sequence[str] = (), isos: S
         if isinstance(m_old, ConditionalLinear):
             m_new.log_scale.copy_(m_old.log_scale[combo])
             m_new.bias.copy_(m_old.bias[combo])
+        elif isinstance(m_old, SignalDependentScale):
+            m_new.log_a.copy_(m_old.log_a[combo])
+            m_new.log_b.copy_(m_old.log_b[combo])
         elif isinstance(m_old, ScaleEmbedding):
             m_new.inp.weight.copy_(m_old.inp.weight[:, cols])
     out.train(model.training)
@@ -83,11 +87,12 @@ def camera_parameters(model: SRGBNoiseFlow, camera: str, isos: Sequence[int] = (
     iso_cols = [model._iso_index[int(i)] for i in isos if int(i) in model._iso_index]
     out = []
     for m in model.modules():
-        if isinstance(m, ConditionalLinear):
-            mask = torch.zeros(m.n_iso, m.n_cam, 1, device=m.log_scale.device)
+        if isinstance(m, (ConditionalLinear, SignalDependentScale)):
+            tables = (m.log_scale, m.bias) if isinstance(m, ConditionalLinear) else (m.log_a, m.log_b)
+            mask = torch.zeros(m.n_iso, m.n_cam, 1, device=tables[0].device)
             mask[:, c] = 1.0
-            mask = mask.reshape(m.n_iso * m.n_cam, 1).expand_as(m.log_scale)
-            out += [(m.log_scale, mask), (m.bias, mask)]
+            mask = mask.reshape(m.n_iso * m.n_cam, 1).expand_as(tables[0])
+            out += [(t, mask) for t in tables]
         elif isinstance(m, ScaleEmbedding):
             mask = torch.zeros_like(m.inp.weight)
             mask[:, m.n_iso + c] = 1.0

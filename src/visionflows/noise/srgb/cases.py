@@ -10,6 +10,7 @@ from visionflows.noise.srgb.layers import (
     ConditionalAffineCoupling,
     ConditionalLinear,
     FixedScale,
+    SignalDependentScale,
     cac_step,
 )
 from visionflows.testing import BijectorCase, register_case
@@ -33,6 +34,11 @@ def _noise(batch: int = 2, size: int = 6, seed: int = 1) -> torch.Tensor:
 @register_case
 def srgb_fixed_scale() -> BijectorCase:
     return BijectorCase("srgb_fixed_scale", lambda: FixedScale(4.0), _noise())
+
+
+@register_case
+def srgb_sdl() -> BijectorCase:
+    return BijectorCase("srgb_sdl", lambda: SignalDependentScale(3, 3), _noise(), context=example_srgb_context())
 
 
 @register_case

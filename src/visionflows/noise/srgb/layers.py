@@ -15,8 +15,8 @@ from visionflows.flows.base import logdet_dtype
 from visionflows.noise.layers import EdgeBiasZeroConv
 from visionflows.noise.srgb.context import SRGBContext, _ctx
 
-__all__ = ["FixedScale", "ConditionalLinear", "ScaleEmbedding", "ActNorm2d", "NORMS", "SRGBCouplingNet",
-           "ConditionalAffineCoupling", "CheckerboardCoupling", "cac_step"]
+__all__ = ["FixedScale", "ConditionalLinear", "SignalDependentScale", "ScaleEmbedding", "ActNorm2d", "NORMS",
+           "SRGBCouplingNet", "ConditionalAffineCoupling", "CheckerboardCoupling", "cac_step"]
 
 
 class FixedScale(Bijector):
@@ -63,6 +63,41 @@ class ConditionalLinear(Bijector):
         s, b = self._sb(context, z)
         x = (z - b[:, :, None, None]) * torch.exp(-s)[:, :, None, None]
         return x, -(s.to(logdet_dtype(z)).sum(1) * (z.shape[2] * z.shape[3]))
+
+
+class SignalDependentScale(Bijector):
+    """SDL: per (ISO, camera) and channel, ``z = x / sqrt(a·y + b)`` with ``y`` the clean image in [0, 1] and
+    ``a = exp(log_a)``, ``b = exp(log_b)`` (tables ``[n_iso·n_cam, C]``, init ``a = b = ½``): the
+    heteroscedastic noise level of a camera as one layer of the flow, so that adapting its rows to a new camera
+    fits what a per-camera heteroscedastic model fits (not in the paper; the raw Noise Flow's signal-dependent
+    layer in sRGB units). ``log|det| = −½·Σ log(a·y + b)``."""
+
+    def __init__(self, n_iso: int, n_cam: int, channels: int = 3) -> None:
+        super().__init__()
+        self.n_iso, self.n_cam, self.channels = int(n_iso), int(n_cam), int(channels)
+        half = math.log(0.5)
+        self.log_a = nn.Parameter(torch.full((self.n_iso * self.n_cam, channels), half))
+        self.log_b = nn.Parameter(torch.full((self.n_iso * self.n_cam, channels), half))
+
+    def _log_std(self, context: Any, x: Tensor) -> Tensor:
+        ctx = _ctx(context, "SignalDependentScale")
+        if x.dim() != 4 or x.shape[1] != self.channels or x.shape[0] != ctx.batch_size:
+            raise InputError(f"SDL expects [{ctx.batch_size}, {self.channels}, H, W], got {tuple(x.shape)}.")
+        if ctx.clean.shape != x.shape:
+            raise InputError(f"clean shape {tuple(ctx.clean.shape)} does not match noise {tuple(x.shape)}.",
+                             "pass clean and noise of the same [B, 3, H, W] shape.")
+        c = ctx.combo
+        a = torch.exp(self.log_a[c]).to(x.dtype)[:, :, None, None]
+        b = torch.exp(self.log_b[c]).to(x.dtype)[:, :, None, None]
+        return 0.5 * torch.log(a * ctx.clean.to(x.dtype).clamp(0.0, 1.0) + b)
+
+    def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        ls = self._log_std(context, x)
+        return x * torch.exp(-ls), -ls.to(logdet_dtype(x)).flatten(1).sum(1)
+
+    def inverse(self, z: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        ls = self._log_std(context, z)
+        return z * torch.exp(ls), ls.to(logdet_dtype(z)).flatten(1).sum(1)
 
 
 class ScaleEmbedding(nn.Module):
