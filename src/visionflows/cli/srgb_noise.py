@@ -129,7 +129,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--k", type=_INT1, action="append", default=[], help="pairs to adapt on (default 1 and 4)")
     c.add_argument("--flow-steps", type=_INT1, default=600)
     c.add_argument("--folds", type=_INT1, default=3)
-    c.add_argument("--preset", choices=SRGB_PRESETS, default="srgb_noiseflow_spatial")
+    c.add_argument("--preset", choices=SRGB_PRESETS, default="srgb_noiseflow_sdl",
+                   help="the flow trained without each camera (default: with the per-camera signal-dependent scale, "
+                        "measured better on unseen cameras than srgb_noiseflow_spatial; docs/denoising.md)")
     c.add_argument("--unknown-prob", type=number_arg(Range(low=0, high=1, high_open=True)), default=0.2)
     c.add_argument("--patch", type=_PATCH, default=32)
     c.add_argument("--seed", type=number_arg(NON_NEGATIVE_INT), default=0)
@@ -155,6 +157,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     x.add_argument("--ema-decay", type=number_arg(Range(low=0, high=1, high_open=True)), default=0.0,
                    help="with --holdout-camera: score each denoiser with the moving average of its weights, in "
                         "[0, 1) (default 0 = the last weights; 0.999 measured worse at 1000-2000 steps)")
+    x.add_argument("--preset", choices=SRGB_PRESETS, default="srgb_noiseflow_spatial",
+                   help="with --holdout-camera: the flow trained on the other cameras (default srgb_noiseflow_spatial)")
     x.add_argument("--threads", type=_INT1, default=None, help="torch CPU threads")
     x.add_argument("--no-progress", action="store_true", help="no progress bars")
     x.set_defaults(func=_experiment)
@@ -347,7 +351,7 @@ def _experiment_holdout(args: argparse.Namespace) -> int:
     run_srgb_denoise_study(args.data, args.out, cams, args.denoise_steps or 3000, args.max_minutes,
                            args.flow_steps or 600, flow, args.batch_size, args.patch, args.lr, seed=args.seed,
                            threads=args.threads, layout=args.layout, ema_decay=args.ema_decay,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, preset=args.preset)
     print((Path(args.out) / "denoise.txt").read_text(), end="")
     print(f"figure: {Path(args.out) / 'denoise_examples.png'}")
     return 0

@@ -151,7 +151,7 @@ def plot_camera_study(rows: list[dict[str, Any]], path: str | os.PathLike) -> No
 
 def run_camera_study(data: str | os.PathLike, out_dir: str | os.PathLike, cameras: list[str] | None = None,
                      ks: tuple[int, ...] = (1, 4), flow_steps: int = 600, adapt_steps: int = 200,
-                     folds: int | None = 3, tile: int | None = 256, preset: str = "srgb_noiseflow_spatial",
+                     folds: int | None = 3, tile: int | None = 256, preset: str = "srgb_noiseflow_sdl",
                      unknown_prob: float = 0.2, batch_size: int = 32, patch: int = 32, lr: float = 3e-3,
                      max_eval_patches: int = 1024, seed: int = 0, layout: str = "auto",
                      progress: bool = False) -> dict[str, Any]:

@@ -49,7 +49,8 @@ def _sources(flow: Any, sigma_range: tuple[float, float]) -> dict[str, Any]:
 
 
 def _flow_for(camera: str, rest: Any, out: Path, noise_flow: Any, flow_steps: int, max_minutes: float | None,
-              batch_size: int, patch: int, seed: int, threads: int | None, progress: bool) -> tuple[Any, dict]:
+              batch_size: int, patch: int, seed: int, threads: int | None, progress: bool,
+              preset: str = "srgb_noiseflow_spatial") -> tuple[Any, dict]:
     from visionflows.noise.srgb import fit_srgb_noise_flow
     from visionflows.registry import create_model
 
@@ -60,12 +61,12 @@ def _flow_for(camera: str, rest: Any, out: Path, noise_flow: Any, flow_steps: in
                               f"train it with `visionflows srgb-noise train --holdout-camera {camera}`, or drop "
                               "--noise-flow to train one here.")
         return flow.eval(), {"source": str(noise_flow)}
-    proto = create_model("srgb_noiseflow_spatial")
+    proto = create_model(preset)
     t = time.monotonic()
     flow = fit_srgb_noise_flow(rest, out / "runs" / "srgb_noiseflow", flow_steps, batch_size, patch, 3e-3, seed=seed,
                                width=proto.width, norm=proto.norm, arch=proto.arch, unknown_prob=0.2,
                                progress=progress, overwrite=True, max_minutes=max_minutes, num_threads=threads)
-    return flow, {"preset": "srgb_noiseflow_spatial", "unknown_prob": 0.2, "lr": 3e-3,
+    return flow, {"preset": preset, "unknown_prob": 0.2, "lr": 3e-3,
                   "steps": _steps_done(out / "runs" / "srgb_noiseflow"), "seconds": time.monotonic() - t}
 
 
@@ -143,10 +144,12 @@ def run_srgb_denoise_study(
     ema_decay: float | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
+    preset: str = "srgb_noiseflow_spatial",
 ) -> dict[str, Any]:
     """The leave-one-camera-out denoising study (module docstring) for each of ``cameras`` (default: every known
     camera of ``data``). ``max_minutes`` caps each trained model (the flow and every denoiser) separately;
-    ``noise_flow`` (file or model, one camera only) skips the flow training; with ``ema_decay`` (None or 0 = off)
+    ``noise_flow`` (file or model, one camera only) skips the flow training (else a ``preset`` flow is trained on
+    the other cameras); with ``ema_decay`` (None or 0 = off)
     every denoiser is scored with the moving average of its weights (``ema.safetensors`` in its run).
     Returns ``{"rows", "cameras", "timing", ...}`` (also written to ``experiment.json``)."""
     from visionflows.data.srgb_pairs import load_pairs
@@ -163,7 +166,7 @@ def run_srgb_denoise_study(
                           f"{len(cameras)} ({', '.join(cameras)}).", "pass one camera with it.")
     settings = {"steps": steps, "max_minutes": max_minutes, "flow_steps": flow_steps, "batch_size": batch_size,
                 "patch": patch, "lr": lr, "depth": depth, "width": width, "ema_decay": ema_decay or None,
-                "gaussian_sigma_range_dn": [v * 255.0 for v in sigma_range], "seed": seed}
+                "gaussian_sigma_range_dn": [v * 255.0 for v in sigma_range], "seed": seed, "preset": preset}
     rows: list[dict[str, Any]] = []
     timing: dict[str, Any] = {}
     for ci, cam in enumerate(cameras, 1):
@@ -193,7 +196,7 @@ def _one_camera(cam: str, rest: Any, held: Any, out: Path, noise_flow: Any, st: 
     say(f"[{cam}] sRGB Noise Flow: " + ("given file" if noise_flow is not None else
                                          f"{st['flow_steps']} steps (at most {cap} min)"))
     flow, flow_info = _flow_for(cam, rest, out, noise_flow, st["flow_steps"], cap, st["batch_size"], st["patch"],
-                                st["seed"], threads, progress)
+                                st["seed"], threads, progress, st.get("preset", "srgb_noiseflow_spatial"))
     timing: dict[str, Any] = {"flow": flow_info}
     models = {}
     patches = SRGBPatches(rest, st["patch"])
