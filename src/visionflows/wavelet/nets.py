@@ -51,6 +51,13 @@ def _folded(conv: nn.Conv2d, norm: _Norm) -> tuple[Tensor, Tensor]:
     return conv.weight * s.view(-1, 1, 1, 1), -an.loc * s
 
 
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
 def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
     conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
     nn.init.normal_(conv.weight, 0.0, HIDDEN_INIT_STD)
@@ -118,7 +125,7 @@ class CouplingNet(nn.Module):
         """float32 on the CPU, at least 4×4 pixels, ActNorms initialised, no autocast or compile, kernels built."""
         if x.dim() != 4 or x.device.type != "cpu" or x.dtype != torch.float32 or min(x.shape[-2:]) < 4:
             return False
-        if torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
+        if _cpu_autocast() or torch.compiler.is_compiling():
             return False
         if self.norm_in.actnorm.needs_init() or any(
             b.norm1.actnorm.needs_init() or b.norm2.actnorm.needs_init() for b in self.blocks
