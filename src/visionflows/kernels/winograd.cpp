@@ -9,7 +9,7 @@
 //   wg_in       X [B, H, W, C]        -> V [36, T, C]    V = B^T d B per tile (zero padding outside the image)
 //   wg_out      M [36, T, Co] (+bias) -> Y [B, H, W, Co] Y = A^T m A (+ bias, optional ReLU), valid pixels only
 //   wg_out_adj  dY [B, H, W, Co]      -> dM [36, T, Co]  adjoint of wg_out; with Y given, dY is masked by Y > 0
-//   wg_in_adj   dV [36, T, C]         -> dX [B, H, W, C] adjoint of wg_in (overlapping tiles summed)
+//   wg_in_adj   dV [36, T, C]         -> dX [B, H, W, C] adjoint of wg_in (overlapping tiles summed; or += dX)
 //   wg_wt       g [Ci, 3, 3, Co]      -> U [36, Ci, Co]  U = G g G^T (the weight with C_out last)
 //   wg_wt_adj   dU [36, Ci, Co]       -> dg [Ci, 3, 3, Co]
 //
@@ -239,7 +239,7 @@ inline void channels(int C, F&& f) {
 
 extern "C" {
 
-int wg_abi_version() { return 2; }
+int wg_abi_version() { return 3; }
 
 void wg_in(const float* X, float* V, int B, int H, int W, int C, int nthreads) {
   const Geo g = geo(B, H, W, C);
@@ -288,11 +288,11 @@ void wg_out_adj(const float* dY, const float* Y, float* dM, int B, int H, int W,
   }
 }
 
-// dX is overwritten. Tile rows ty and ty+1 overlap (input rows 4ty+3, 4ty+4), ty and ty+2 do not: the even tile
+// dX is overwritten (accumulate = 0) or added to (accumulate = 1). Tile rows ty and ty+1 overlap (input rows 4ty+3, 4ty+4), ty and ty+2 do not: the even tile
 // rows run in parallel, then the odd ones; within a tile row the tiles run in order (they overlap in columns).
-void wg_in_adj(const float* dV, float* dX, int B, int H, int W, int C, int nthreads) {
+void wg_in_adj(const float* dV, float* dX, int B, int H, int W, int C, int accumulate, int nthreads) {
   const Geo g = geo(B, H, W, C);
-  std::memset(dX, 0, sizeof(float) * (size_t)B * H * W * C);
+  if (!accumulate) std::memset(dX, 0, sizeof(float) * (size_t)B * H * W * C);
   const long half = (long)B * ((g.th + 1) / 2);
   for (int parity = 0; parity < 2; ++parity) {
 #pragma omp parallel for num_threads(nthreads) schedule(static)

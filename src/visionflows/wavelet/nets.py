@@ -141,14 +141,18 @@ class CouplingNet(nn.Module):
         w, bias = _folded(self.conv_in, self.norm_in)
         h = torch.addmm(bias, rows, w.flatten(1).t()).relu_()
         width = h.shape[1]
+        h = h.view(b, hgt, wid, width)
         for blk in self.blocks:
             w1, b1 = _folded(blk.conv1, blk.norm1)
-            r = winograd.winograd_conv3x3(h.view(b, hgt, wid, width), w1, b1, relu=True)
             w2, b2 = _folded(blk.conv2, blk.norm2)
-            h = torch.addmm(b2, r.view(-1, width), w2.flatten(1).t()).add_(h).relu_()
+            # (one autograd node for the whole block, with the skip gradient accumulated in the kernel, measured
+            # 7% slower than these three nodes)
+            r = winograd.winograd_conv3x3(h, w1, b1, relu=True)
+            h = torch.addmm(b2, r.view(-1, width), w2.flatten(1).t()).add_(h.view(-1, width)).relu_()
+            h = h.view(b, hgt, wid, width)
         out = self.out
         g = torch.exp(out.gain * out.logs).view(-1)
-        y = winograd.winograd_conv3x3(h.view(b, hgt, wid, width), out.conv.weight * g.view(-1, 1, 1, 1),
+        y = winograd.winograd_conv3x3(h, out.conv.weight * g.view(-1, 1, 1, 1),
                                       out.conv.bias * g)
         return y.permute(0, 3, 1, 2).contiguous()
 

@@ -28,7 +28,7 @@ from visionflows import kernels
 
 __all__ = ["available", "weight_transform", "winograd_conv3x3", "G_MATRIX"]
 
-_ABI = 2
+_ABI = 3
 _P = ctypes.c_void_p
 _I = ctypes.c_int
 
@@ -52,7 +52,7 @@ def _lib() -> ctypes.CDLL | None:
         lib.wg_in.argtypes = [_P, _P, _I, _I, _I, _I, _I]
         lib.wg_out.argtypes = [_P, _P, _I, _P, _I, _I, _I, _I, _I]
         lib.wg_out_adj.argtypes = [_P, _P, _P, _I, _I, _I, _I, _I]
-        lib.wg_in_adj.argtypes = [_P, _P, _I, _I, _I, _I, _I]
+        lib.wg_in_adj.argtypes = [_P, _P, _I, _I, _I, _I, _I, _I]
         lib.wg_wt.argtypes = [_P, _P, _I, _I, _I]
         lib.wg_wt_adj.argtypes = [_P, _P, _I, _I, _I]
         lib._vf_ready = True
@@ -137,9 +137,9 @@ def _transform_weight(lib: ctypes.CDLL, weight: Tensor, out: Tensor, nt: int) ->
     return out
 
 
-#: scratch per chunk of images (the 36 transformed tiles of the widest side), in float32 values: 4 MiB, so that a
-#: chunk's transformed input and products stay in the caches (measured faster than one chunk for the whole batch)
-CHUNK_VALUES = 1 << 20
+#: scratch per chunk of images (the 36 transformed tiles of the widest side), in float32 values (16 MiB): bounds
+#: the workspace for large batches; on 2 cores smaller chunks (down to one image) measured no faster
+CHUNK_VALUES = 1 << 22
 
 
 def _chunks(b: int, h: int, w: int, c: int) -> list[tuple[int, int]]:
@@ -184,43 +184,50 @@ class _Winograd3x3(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy: Tensor):  # type: ignore[override]
-        lib = _lib()
         x, weight, y = ctx.saved_tensors
-        b, h, w, c = ctx.shape
-        co = weight.shape[0]
-        nt = torch.get_num_threads()
-        dy, x = dy.contiguous(), x.contiguous()
-        want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        want_b = ctx.has_bias and ctx.needs_input_grad[2]
-        dx = torch.empty(b, h, w, c) if want_x else None
-        u = _transform_weight(lib, weight, _WS.get("u", 36, c, co), nt) if want_x else None
-        du = _WS.get("du", 36, c, co) if want_w else None
-        db = torch.zeros(co) if want_b else None
-        for i, (b0, b1) in enumerate(_chunks(b, h, w, max(c, co))):
-            n, t = b1 - b0, _tiles(b1 - b0, h, w)
-            dm = _WS.get("dm", 36, t, co)
-            lib.wg_out_adj(dy[b0:b1].data_ptr(), _ptr(None if y is None else y[b0:b1]), dm.data_ptr(), n, h, w,
-                           co, nt)
-            if want_x:
-                dv = torch.bmm(dm, u.transpose(1, 2), out=_WS.get("dv", 36, t, c))
-                lib.wg_in_adj(dv.data_ptr(), dx[b0:b1].data_ptr(), n, h, w, c, nt)
-            if want_w:
-                v = _WS.get("v", 36, t, c)
-                lib.wg_in(x[b0:b1].data_ptr(), v.data_ptr(), n, h, w, c, nt)
-                if i == 0:
-                    torch.bmm(v.transpose(1, 2), dm, out=du)
-                else:
-                    du.baddbmm_(v.transpose(1, 2), dm)
-            if want_b:
-                # Aᵀ's column 1 is all ones (the point 1 sums a polynomial's coefficients): summing the (masked)
-                # output gradient over a tile is dM at position (1, 1)
-                db += dm[_POS_11].sum(0)
-        dw = None
-        if want_w:
-            dwt = torch.empty(c, 3, 3, co)
-            lib.wg_wt_adj(du.data_ptr(), dwt.data_ptr(), c, co, nt)
-            dw = dwt.permute(3, 0, 1, 2)
+        want = ctx.needs_input_grad
+        dx, dw, db = _conv_backward(x, weight, y, dy, want[0], want[1], ctx.has_bias and want[2])
         return dx, dw, db, None
+
+
+def _conv_backward(x: Tensor, weight: Tensor, y_mask: Tensor | None, dy: Tensor, want_x: bool, want_w: bool,
+                   want_b: bool, dx_into: Tensor | None = None) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Gradients of ``relu?(conv3x3(x) + b)`` for the output gradient ``dy`` (masked by ``y_mask > 0`` when the ReLU
+    was applied): ``(dx, dweight, dbias)``; ``dx`` is added into ``dx_into`` when given (and returned)."""
+    lib = _lib()
+    b, h, w, c = x.shape
+    co = weight.shape[0]
+    nt = torch.get_num_threads()
+    dy, x = dy.contiguous(), x.contiguous()
+    dx = (dx_into if dx_into is not None else torch.empty(b, h, w, c)) if want_x else None
+    u = _transform_weight(lib, weight, _WS.get("u", 36, c, co), nt) if want_x else None
+    du = _WS.get("du", 36, c, co) if want_w else None
+    db = torch.zeros(co) if want_b else None
+    for i, (b0, b1) in enumerate(_chunks(b, h, w, max(c, co))):
+        n, t = b1 - b0, _tiles(b1 - b0, h, w)
+        dm = _WS.get("dm", 36, t, co)
+        lib.wg_out_adj(dy[b0:b1].data_ptr(), _ptr(None if y_mask is None else y_mask[b0:b1]), dm.data_ptr(), n, h,
+                       w, co, nt)
+        if want_x:
+            dv = torch.bmm(dm, u.transpose(1, 2), out=_WS.get("dv", 36, t, c))
+            lib.wg_in_adj(dv.data_ptr(), dx[b0:b1].data_ptr(), n, h, w, c, int(dx_into is not None), nt)
+        if want_w:
+            v = _WS.get("v", 36, t, c)
+            lib.wg_in(x[b0:b1].data_ptr(), v.data_ptr(), n, h, w, c, nt)
+            if i == 0:
+                torch.bmm(v.transpose(1, 2), dm, out=du)
+            else:
+                du.baddbmm_(v.transpose(1, 2), dm)
+        if want_b:
+            # Aᵀ's column 1 is all ones (the point 1 sums a polynomial's coefficients): summing the (masked)
+            # output gradient over a tile is dM at position (1, 1)
+            db += dm[_POS_11].sum(0)
+    dw = None
+    if want_w:
+        dwt = torch.empty(c, 3, 3, co)
+        lib.wg_wt_adj(du.data_ptr(), dwt.data_ptr(), c, co, nt)
+        dw = dwt.permute(3, 0, 1, 2)
+    return dx, dw, db
 
 
 def winograd_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = False) -> Tensor:
