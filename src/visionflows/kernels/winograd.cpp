@@ -227,12 +227,26 @@ inline void in_adj_tile(const float* dV, float* dX, const Geo& g, long t, int b,
   }
 }
 
-// every tile of tile row ty of image b, all channels
+// every channel block of C (vectors of VL, then scalars)
 template <class F>
 inline void channels(int C, F&& f) {
   int c = 0;
   for (; c + VL <= C; c += VL) f(c, true);
   for (; c < C; ++c) f(c, false);
+}
+
+// f(t, b, ty, tx, c, vec) for every tile and channel block; tile rows in parallel (their writes do not overlap)
+template <class F>
+inline void every_tile(const Geo& g, int nthreads, F&& f) {
+  const long rows = (long)g.B * g.th;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (long br = 0; br < rows; ++br) {
+    const int b = (int)(br / g.th), ty = (int)(br % g.th);
+    for (int tx = 0; tx < g.tw; ++tx) {
+      const long t = br * g.tw + tx;
+      channels(g.C, [&](int c, bool vec) { f(t, b, ty, tx, c, vec); });
+    }
+  }
 }
 
 }  // namespace
@@ -243,49 +257,25 @@ int wg_abi_version() { return 3; }
 
 void wg_in(const float* X, float* V, int B, int H, int W, int C, int nthreads) {
   const Geo g = geo(B, H, W, C);
-  const long rows = (long)B * g.th;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (long br = 0; br < rows; ++br) {
-    const int b = (int)(br / g.th), ty = (int)(br % g.th);
-    for (int tx = 0; tx < g.tw; ++tx) {
-      const long t = br * g.tw + tx;
-      channels(C, [&](int c, bool vec) {
-        if (vec) in_tile<vf>(X, V, g, t, b, ty, tx, c); else in_tile<float>(X, V, g, t, b, ty, tx, c);
-      });
-    }
-  }
+  every_tile(g, nthreads, [&](long t, int b, int ty, int tx, int c, bool vec) {
+    if (vec) in_tile<vf>(X, V, g, t, b, ty, tx, c); else in_tile<float>(X, V, g, t, b, ty, tx, c);
+  });
 }
 
 void wg_out(const float* M, const float* bias, int relu, float* Y, int B, int H, int W, int C, int nthreads) {
   const Geo g = geo(B, H, W, C);
-  const long rows = (long)B * g.th;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (long br = 0; br < rows; ++br) {
-    const int b = (int)(br / g.th), ty = (int)(br % g.th);
-    for (int tx = 0; tx < g.tw; ++tx) {
-      const long t = br * g.tw + tx;
-      channels(C, [&](int c, bool vec) {
-        if (vec) out_tile<vf>(M, bias, relu, Y, g, t, b, ty, tx, c);
-        else out_tile<float>(M, bias, relu, Y, g, t, b, ty, tx, c);
-      });
-    }
-  }
+  every_tile(g, nthreads, [&](long t, int b, int ty, int tx, int c, bool vec) {
+    if (vec) out_tile<vf>(M, bias, relu, Y, g, t, b, ty, tx, c);
+    else out_tile<float>(M, bias, relu, Y, g, t, b, ty, tx, c);
+  });
 }
 
 void wg_out_adj(const float* dY, const float* Y, float* dM, int B, int H, int W, int C, int nthreads) {
   const Geo g = geo(B, H, W, C);
-  const long rows = (long)B * g.th;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (long br = 0; br < rows; ++br) {
-    const int b = (int)(br / g.th), ty = (int)(br % g.th);
-    for (int tx = 0; tx < g.tw; ++tx) {
-      const long t = br * g.tw + tx;
-      channels(C, [&](int c, bool vec) {
-        if (vec) out_adj_tile<vf>(dY, Y, dM, g, t, b, ty, tx, c);
-        else out_adj_tile<float>(dY, Y, dM, g, t, b, ty, tx, c);
-      });
-    }
-  }
+  every_tile(g, nthreads, [&](long t, int b, int ty, int tx, int c, bool vec) {
+    if (vec) out_adj_tile<vf>(dY, Y, dM, g, t, b, ty, tx, c);
+    else out_adj_tile<float>(dY, Y, dM, g, t, b, ty, tx, c);
+  });
 }
 
 // dX is overwritten (accumulate = 0) or added to (accumulate = 1). Tile rows ty and ty+1 overlap (input rows 4ty+3, 4ty+4), ty and ty+2 do not: the even tile
