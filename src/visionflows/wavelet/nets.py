@@ -34,14 +34,12 @@ class _Norm(nn.Module):
 
 def _conv_norm(conv: nn.Conv2d, norm: _Norm, h: Tensor) -> Tensor:
     """``ActNorm(conv(h))`` as one convolution with folded weight and bias (unfused for the DDI batch)."""
-    an = norm.actnorm
-    if an.needs_init():
-        return an(conv(h))[0]
-    s = torch.exp(-an.scale_factor * an.log_scale)
-    w = conv.weight * s.view(-1, 1, 1, 1)
+    if norm.actnorm.needs_init():
+        return norm.actnorm(conv(h))[0]
+    w, b = _folded(conv, norm)
     if h.is_contiguous(memory_format=torch.channels_last) and h.dim() == 4:
         w = w.contiguous(memory_format=torch.channels_last)
-    return F.conv2d(h, w, -an.loc * s, padding=conv.padding)
+    return F.conv2d(h, w, b, padding=conv.padding)
 
 
 def _folded(conv: nn.Conv2d, norm: _Norm) -> tuple[Tensor, Tensor]:
@@ -49,6 +47,12 @@ def _folded(conv: nn.Conv2d, norm: _Norm) -> tuple[Tensor, Tensor]:
     an = norm.actnorm
     s = torch.exp(-an.scale_factor * an.log_scale)
     return conv.weight * s.view(-1, 1, 1, 1), -an.loc * s
+
+
+def _folded_out(out: ZeroConv2d) -> tuple[Tensor, Tensor]:
+    """The weight and bias of the output conv with its ``exp(gain·logs)`` scaling folded in."""
+    g = torch.exp(out.gain * out.logs).view(-1)
+    return out.conv.weight * g.view(-1, 1, 1, 1), out.conv.bias * g
 
 
 def _cpu_autocast() -> bool:
@@ -114,12 +118,10 @@ class CouplingNet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         h = _conv_norm(self.conv_in, self.norm_in, x).relu_()
         h = self.blocks(h)
-        out = self.out
-        g = torch.exp(out.gain * out.logs).view(-1)
-        w = out.conv.weight * g.view(-1, 1, 1, 1)
+        w, bias = _folded_out(self.out)
         if h.dim() == 4 and h.is_contiguous(memory_format=torch.channels_last):
             w = w.contiguous(memory_format=torch.channels_last)
-        return F.conv2d(h, w, out.conv.bias * g, padding=out.conv.padding).contiguous()
+        return F.conv2d(h, w, bias, padding=self.out.conv.padding).contiguous()
 
     def _winograd_applies(self, x: Tensor) -> bool:
         """float32 on the CPU, at least 4×4 pixels, ActNorms initialised, no autocast or compile, kernels built."""
@@ -150,10 +152,7 @@ class CouplingNet(nn.Module):
             r = winograd.winograd_conv3x3(h, w1, b1, relu=True)
             h = torch.addmm(b2, r.view(-1, width), w2.flatten(1).t()).add_(h.view(-1, width)).relu_()
             h = h.view(b, hgt, wid, width)
-        out = self.out
-        g = torch.exp(out.gain * out.logs).view(-1)
-        y = winograd.winograd_conv3x3(h, out.conv.weight * g.view(-1, 1, 1, 1),
-                                      out.conv.bias * g)
+        y = winograd.winograd_conv3x3(h, *_folded_out(self.out))
         return y.permute(0, 3, 1, 2).contiguous()
 
 
