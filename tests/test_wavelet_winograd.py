@@ -77,6 +77,37 @@ def test_conv_matches_direct_float64(b: int, h: int, w: int, c: int, co: int, re
 
 
 @needs_kernels
+@pytest.mark.parametrize("co", [128, 10, 19])
+def test_per_channel_weight_scale_matches_direct_float64(co: int) -> None:
+    """``scale`` multiplies the weight per output channel inside the weight transform (a folded normalisation):
+    values and the gradients of x, weight, scale and bias against a float64 convolution with ``weight · scale``."""
+    gen = torch.Generator().manual_seed(co)
+    x = torch.randn(2, 12, 8, 128, generator=gen)
+    weight = 0.05 * torch.randn(co, 128, 3, 3, generator=gen)
+    scale = torch.exp(0.5 * torch.randn(co, generator=gen))
+    bias = torch.randn(co, generator=gen)
+    gy = torch.randn(2, 12, 8, co, generator=gen)
+    xs, ws, ss, bs = (t.clone().requires_grad_() for t in (x, weight, scale, bias))
+    y = wg.winograd_conv3x3(xs, ws, bs, relu=True, scale=ss)
+    (y * gy).sum().backward()
+    x64, w64, s64, b64 = (t.double().requires_grad_() for t in (x, weight, scale, bias))
+    pre = F.conv2d(x64.permute(0, 3, 1, 2), w64 * s64.view(-1, 1, 1, 1), b64, padding=1).permute(0, 2, 3, 1)
+    ref = torch.where(y.detach() > 0, pre, 0.0)
+    (ref * gy.double()).sum().backward()
+    assert (y.double() - ref).abs().max() <= 2e-5 * float(pre.detach().abs().max())
+    for got, want in ((xs.grad, x64.grad), (ws.grad, w64.grad), (ss.grad, s64.grad), (bs.grad, b64.grad)):
+        assert got.is_contiguous() and got.shape == want.shape
+        assert (got.double() - want).abs().max() <= 2e-5 * float(want.abs().max())
+    # only some inputs need gradients: the others get none and the rest are unchanged
+    xs2, ss2 = x.clone().requires_grad_(), scale.clone().requires_grad_()
+    (wg.winograd_conv3x3(xs2, weight, bias, relu=True, scale=ss2) * gy).sum().backward()
+    torch.testing.assert_close(xs2.grad, xs.grad, rtol=0, atol=0)
+    torch.testing.assert_close(ss2.grad, ss.grad, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="scale"):
+        wg.winograd_conv3x3(x, weight, bias, scale=torch.ones(co + 1))
+
+
+@needs_kernels
 def test_weight_transform_and_its_adjoint() -> None:
     gen = torch.Generator().manual_seed(0)
     weight = torch.randn(21, 18, 3, 3, generator=gen, requires_grad=True)

@@ -10,8 +10,8 @@
 //   wg_out      M [36, T, Co] (+bias) -> Y [B, H, W, Co] Y = A^T m A (+ bias, optional ReLU), valid pixels only
 //   wg_out_adj  dY [B, H, W, Co]      -> dM [36, T, Co]  adjoint of wg_out; with Y given, dY is masked by Y > 0
 //   wg_in_adj   dV [36, T, C]         -> dX [B, H, W, C] adjoint of wg_in (overlapping tiles summed; or += dX)
-//   wg_wt       g [Ci, 3, 3, Co]      -> U [36, Ci, Co]  U = G g G^T (the weight with C_out last)
-//   wg_wt_adj   dU [36, Ci, Co]       -> dg [Ci, 3, 3, Co]
+//   wg_wt       W [Co, Ci, 3, 3]      -> U [36, Ci, Co]  U = G g G^T, g = W * scale (a per-C_out factor, optional)
+//   wg_wt_adj   dU [36, Ci, Co]       -> dW [Co, Ci, 3, 3], dscale [Co]
 //
 // Tiles: th = ceil(H/4) rows x tw = ceil(W/4) columns per image, T = B*th*tw, tile t = (b*th + ty)*tw + tx, whose
 // outputs are rows 4ty..4ty+3 and columns 4tx..4tx+3 and whose input window is rows 4ty-1..4ty+4 (same for
@@ -253,7 +253,7 @@ inline void every_tile(const Geo& g, int nthreads, F&& f) {
 
 extern "C" {
 
-int wg_abi_version() { return 3; }
+int wg_abi_version() { return 4; }
 
 void wg_in(const float* X, float* V, int B, int H, int W, int C, int nthreads) {
   const Geo g = geo(B, H, W, C);
@@ -299,64 +299,105 @@ void wg_in_adj(const float* dV, float* dX, int B, int H, int W, int C, int accum
   }
 }
 
-// weight transform U = G g G^T: Wt [Ci, 3, 3, Co] (the weight with C_out last) -> U [36, Ci, Co]
-void wg_wt(const float* Wt, float* U, int Ci, int Co, int nthreads) {
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int ci = 0; ci < Ci; ++ci) {
-    channels(Co, [&](int c, bool vec) {
-      auto run = [&](auto zero) {
-        using T = decltype(zero);
-        T w[3][3], r[6][3], col[3], six[6];
-        for (int i = 0; i < 3; ++i)
+// weight transform U = G g G^T of g = W * scale: W [Co, Ci, 3, 3] (PyTorch's layout), scale [Co] per output
+// channel (nullptr: 1) -> U [36, Ci, Co]. G [Ci, 3, 3, Co] is scratch for g with C_out last (a blocked transpose
+// first, so that the transform reads and writes whole vectors of output channels).
+void wg_wt(const float* W, const float* scale, float* G, float* U, int Ci, int Co, int nthreads) {
+  const int K = Ci * 9;
+#pragma omp parallel num_threads(nthreads)
+  {
+#pragma omp for schedule(static)
+    for (int k0 = 0; k0 < K; k0 += VL)  // G[k][co] = W[co][k] * scale[co], VL x VL blocks
+      for (int c0 = 0; c0 < Co; c0 += VL)
+        for (int co = c0; co < c0 + VL && co < Co; ++co) {
+          const float sc = scale ? scale[co] : 1.0f;
+          for (int k = k0; k < k0 + VL && k < K; ++k) G[(long)k * Co + co] = W[(long)co * K + k] * sc;
+        }
+#pragma omp for schedule(static)
+    for (int ci = 0; ci < Ci; ++ci) {
+      channels(Co, [&](int c, bool vec) {
+        auto run = [&](auto zero) {
+          using T = decltype(zero);
+          T w[3][3], r[6][3], col[3], six[6];
+          for (int i = 0; i < 3; ++i)
+            for (int j = 0; j < 3; ++j) {
+              const float* p = G + ((long)ci * 9 + i * 3 + j) * Co + c;
+              if constexpr (sizeof(T) == sizeof(float)) w[i][j] = *p; else w[i][j] = ldv(p);
+            }
           for (int j = 0; j < 3; ++j) {
-            const float* p = Wt + ((long)ci * 9 + i * 3 + j) * Co + c;
-            if constexpr (sizeof(T) == sizeof(float)) w[i][j] = *p; else w[i][j] = ldv(p);
+            for (int i = 0; i < 3; ++i) col[i] = w[i][j];
+            g3(col, six);
+            for (int a = 0; a < 6; ++a) r[a][j] = six[a];
           }
-        for (int j = 0; j < 3; ++j) {
-          for (int i = 0; i < 3; ++i) col[i] = w[i][j];
-          g3(col, six);
-          for (int a = 0; a < 6; ++a) r[a][j] = six[a];
-        }
-        for (int a = 0; a < 6; ++a) {
-          g3(r[a], six);
-          for (int b = 0; b < 6; ++b) {
-            float* q = U + ((long)(a * 6 + b) * Ci + ci) * Co + c;
-            if constexpr (sizeof(T) == sizeof(float)) *q = six[b]; else stv(q, six[b]);
+          for (int a = 0; a < 6; ++a) {
+            g3(r[a], six);
+            for (int b = 0; b < 6; ++b) {
+              float* q = U + ((long)(a * 6 + b) * Ci + ci) * Co + c;
+              if constexpr (sizeof(T) == sizeof(float)) *q = six[b]; else stv(q, six[b]);
+            }
           }
-        }
-      };
-      if (vec) run(vf{}); else run(0.0f);
-    });
+        };
+        if (vec) run(vf{}); else run(0.0f);
+      });
+    }
   }
 }
 
-// its adjoint: dU [36, Ci, Co] -> dWt [Ci, 3, 3, Co]
-void wg_wt_adj(const float* dU, float* dWt, int Ci, int Co, int nthreads) {
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int ci = 0; ci < Ci; ++ci) {
-    channels(Co, [&](int c, bool vec) {
-      auto run = [&](auto zero) {
-        using T = decltype(zero);
-        T u[6][6], r[6][3], col[6], three[3];
-        for (int p = 0; p < 36; ++p) {
-          const float* q = dU + ((long)p * Ci + ci) * Co + c;
-          if constexpr (sizeof(T) == sizeof(float)) u[p / 6][p % 6] = *q; else u[p / 6][p % 6] = ldv(q);
-        }
-        for (int a = 0; a < 6; ++a) {
-          g3_adj(u[a], three);
-          for (int j = 0; j < 3; ++j) r[a][j] = three[j];
-        }
-        for (int j = 0; j < 3; ++j) {
-          for (int a = 0; a < 6; ++a) col[a] = r[a][j];
-          g3_adj(col, three);
-          for (int i = 0; i < 3; ++i) {
-            float* q = dWt + ((long)ci * 9 + i * 3 + j) * Co + c;
-            if constexpr (sizeof(T) == sizeof(float)) *q = three[i]; else stv(q, three[i]);
+// its adjoint: dU [36, Ci, Co] -> dW [Co, Ci, 3, 3] (the gradient of W, i.e. scale * dg) and, when dscale is
+// given, dscale [Co] = sum over (Ci, 3, 3) of dg * W, with dg the gradient of g = W * scale; dG [Ci, 3, 3, Co] is
+// scratch for dg with C_out last
+void wg_wt_adj(const float* dU, const float* W, const float* scale, float* dG, float* dW, float* dscale, int Ci,
+               int Co, int nthreads) {
+  const int K = Ci * 9;
+#pragma omp parallel num_threads(nthreads)
+  {
+#pragma omp for schedule(static)
+    for (int ci = 0; ci < Ci; ++ci) {
+      channels(Co, [&](int c, bool vec) {
+        auto run = [&](auto zero) {
+          using T = decltype(zero);
+          T u[6][6], r[6][3], col[6], three[3];
+          for (int p = 0; p < 36; ++p) {
+            const float* q = dU + ((long)p * Ci + ci) * Co + c;
+            if constexpr (sizeof(T) == sizeof(float)) u[p / 6][p % 6] = *q; else u[p / 6][p % 6] = ldv(q);
           }
-        }
-      };
-      if (vec) run(vf{}); else run(0.0f);
-    });
+          for (int a = 0; a < 6; ++a) {
+            g3_adj(u[a], three);
+            for (int j = 0; j < 3; ++j) r[a][j] = three[j];
+          }
+          for (int j = 0; j < 3; ++j) {
+            for (int a = 0; a < 6; ++a) col[a] = r[a][j];
+            g3_adj(col, three);
+            for (int i = 0; i < 3; ++i) {
+              float* q = dG + ((long)ci * 9 + i * 3 + j) * Co + c;
+              if constexpr (sizeof(T) == sizeof(float)) *q = three[i]; else stv(q, three[i]);
+            }
+          }
+        };
+        if (vec) run(vf{}); else run(0.0f);
+      });
+    }
+    // dW[co][k] = scale[co] * dG[k][co] (VL x VL blocks of output channels), dscale[co] = <dG[:, co], W[co]>
+#pragma omp for schedule(static)
+    for (int c0 = 0; c0 < Co; c0 += VL) {
+      const int c1 = c0 + VL < Co ? c0 + VL : Co;
+      double total[VL] = {};
+      float sc[VL];
+      for (int co = c0; co < c1; ++co) sc[co - c0] = scale ? scale[co] : 1.0f;
+      for (int k0 = 0; k0 < K; k0 += VL) {
+        const int k1 = k0 + VL < K ? k0 + VL : K;
+        float part[VL] = {};  // one running sum per output channel (independent: no latency chain)
+        for (int k = k0; k < k1; ++k)
+          for (int co = c0; co < c1; ++co) {
+            const float g = dG[(long)k * Co + co];
+            part[co - c0] += g * W[(long)co * K + k];
+            dW[(long)co * K + k] = g * sc[co - c0];
+          }
+        for (int co = c0; co < c1; ++co) total[co - c0] += part[co - c0];
+      }
+      if (dscale)
+        for (int co = c0; co < c1; ++co) dscale[co] = (float)total[co - c0];
+    }
   }
 }
 

@@ -44,15 +44,27 @@ def _conv_norm(conv: nn.Conv2d, norm: _Norm, h: Tensor) -> Tensor:
 
 def _folded(conv: nn.Conv2d, norm: _Norm) -> tuple[Tensor, Tensor]:
     """The weight and bias of ``ActNorm(conv(·))`` as one convolution (see :class:`_Norm`)."""
+    s, b = _norm_scale(norm)
+    return conv.weight * s.view(-1, 1, 1, 1), b
+
+
+def _norm_scale(norm: _Norm) -> tuple[Tensor, Tensor]:
+    """``ActNorm(conv(·)) = conv(·; weight · s) + b``: the per-output-channel ``(s, b)``, each ``[C]``."""
     an = norm.actnorm
     s = torch.exp(-an.scale_factor * an.log_scale)
-    return conv.weight * s.view(-1, 1, 1, 1), -an.loc * s
+    return s, -an.loc * s
 
 
 def _folded_out(out: ZeroConv2d) -> tuple[Tensor, Tensor]:
     """The weight and bias of the output conv with its ``exp(gain·logs)`` scaling folded in."""
+    g, b = _out_scale(out)
+    return out.conv.weight * g.view(-1, 1, 1, 1), b
+
+
+def _out_scale(out: ZeroConv2d) -> tuple[Tensor, Tensor]:
+    """The output conv is ``conv(·; weight · g) + b``: the per-output-channel ``(g, b)``, each ``[C_out]``."""
     g = torch.exp(out.gain * out.logs).view(-1)
-    return out.conv.weight * g.view(-1, 1, 1, 1), out.conv.bias * g
+    return g, out.conv.bias * g
 
 
 def _cpu_autocast() -> bool:
@@ -145,14 +157,15 @@ class CouplingNet(nn.Module):
         width = h.shape[1]
         h = h.view(b, hgt, wid, width)
         for blk in self.blocks:
-            w1, b1 = _folded(blk.conv1, blk.norm1)
+            s1, b1 = _norm_scale(blk.norm1)  # the ActNorm scales go into the Winograd weight transform
             w2, b2 = _folded(blk.conv2, blk.norm2)
             # (one autograd node for the whole block, with the skip gradient accumulated in the kernel, measured
             # 7% slower than these three nodes)
-            r = winograd.winograd_conv3x3(h, w1, b1, relu=True)
+            r = winograd.winograd_conv3x3(h, blk.conv1.weight, b1, relu=True, scale=s1)
             h = torch.addmm(b2, r.view(-1, width), w2.flatten(1).t()).add_(h.view(-1, width)).relu_()
             h = h.view(b, hgt, wid, width)
-        y = winograd.winograd_conv3x3(h, *_folded_out(self.out))
+        g, bias = _out_scale(self.out)
+        y = winograd.winograd_conv3x3(h, self.out.conv.weight, bias, scale=g)
         return y.permute(0, 3, 1, 2).contiguous()
 
 

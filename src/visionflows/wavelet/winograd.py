@@ -29,7 +29,7 @@ from visionflows import kernels
 
 __all__ = ["available", "weight_transform", "winograd_conv3x3", "G_MATRIX"]
 
-_ABI = 3
+_ABI = 4
 _P = ctypes.c_void_p
 _I = ctypes.c_int
 
@@ -54,8 +54,8 @@ def _lib() -> ctypes.CDLL | None:
         lib.wg_out.argtypes = [_P, _P, _I, _P, _I, _I, _I, _I, _I]
         lib.wg_out_adj.argtypes = [_P, _P, _P, _I, _I, _I, _I, _I]
         lib.wg_in_adj.argtypes = [_P, _P, _I, _I, _I, _I, _I, _I]
-        lib.wg_wt.argtypes = [_P, _P, _I, _I, _I]
-        lib.wg_wt_adj.argtypes = [_P, _P, _I, _I, _I]
+        lib.wg_wt.argtypes = [_P, _P, _P, _P, _I, _I, _I]
+        lib.wg_wt_adj.argtypes = [_P, _P, _P, _P, _P, _P, _I, _I, _I]
         lib._vf_ready = True
     return lib
 
@@ -80,19 +80,23 @@ class _WeightTransform(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight: Tensor) -> Tensor:  # type: ignore[override]
         co, ci = weight.shape[:2]
-        wt = weight.permute(1, 2, 3, 0).contiguous()
+        weight = weight.contiguous()
+        ctx.save_for_backward(weight)
         u = torch.empty(36, ci, co)
-        _lib().wg_wt(wt.data_ptr(), u.data_ptr(), ci, co, torch.get_num_threads())
+        _lib().wg_wt(weight.data_ptr(), None, _WS.get("g", ci * 9 * co).data_ptr(), u.data_ptr(), ci, co,
+                     torch.get_num_threads())
         return u
 
     @staticmethod
     @once_differentiable
     def backward(ctx, du: Tensor):  # type: ignore[override]
-        ci, co = du.shape[1:]
-        dwt = torch.empty(ci, 3, 3, co)
+        (weight,) = ctx.saved_tensors
+        dw = torch.empty_like(weight)
         du = du.contiguous()
-        _lib().wg_wt_adj(du.data_ptr(), dwt.data_ptr(), ci, co, torch.get_num_threads())
-        return dwt.permute(3, 0, 1, 2)
+        ci, co = weight.shape[1], weight.shape[0]
+        _lib().wg_wt_adj(du.data_ptr(), weight.data_ptr(), None, _WS.get("g", ci * 9 * co).data_ptr(),
+                         dw.data_ptr(), None, ci, co, torch.get_num_threads())
+        return dw
 
 
 def weight_transform(weight: Tensor) -> Tensor:
@@ -131,10 +135,10 @@ class _Workspace(threading.local):
 _WS = _Workspace()
 
 
-def _transform_weight(lib: ctypes.CDLL, weight: Tensor, out: Tensor, nt: int) -> Tensor:
+def _transform_weight(lib: ctypes.CDLL, weight: Tensor, scale: Tensor | None, out: Tensor, nt: int) -> Tensor:
+    """``U`` of ``weight · scale`` (contiguous float32 ``[C_out, C_in, 3, 3]`` and ``[C_out]``) into ``out``."""
     co, ci = weight.shape[:2]
-    wt = weight.detach().permute(1, 2, 3, 0).contiguous()  # keep a reference while the kernel reads it
-    lib.wg_wt(wt.data_ptr(), out.data_ptr(), ci, co, nt)
+    lib.wg_wt(weight.data_ptr(), _ptr(scale), _WS.get("g", ci * 9 * co).data_ptr(), out.data_ptr(), ci, co, nt)
     return out
 
 
@@ -150,16 +154,19 @@ def _chunks(b: int, h: int, w: int, c: int) -> list[tuple[int, int]]:
     return [(b0, min(b, b0 + n)) for b0 in range(0, b, n)]
 
 
-def _forward(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
+def _contig(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach().contiguous()
+
+
+def _forward(x: Tensor, weight: Tensor, scale: Tensor | None, bias: Tensor | None, relu: bool) -> Tensor:
     """The convolution, chunk by chunk of images; transforms and products live in the per-thread workspace."""
     lib = _lib()
     b, h, w, c = x.shape
     co = weight.shape[0]
     nt = torch.get_num_threads()
-    x = x.detach().contiguous()
-    u = _transform_weight(lib, weight, _WS.get("u", 36, c, co), nt)
+    x, weight, scale, bias = (_contig(t) for t in (x, weight, scale, bias))  # kept alive while the kernels read
+    u = _transform_weight(lib, weight, scale, _WS.get("u", 36, c, co), nt)
     y = torch.empty(b, h, w, co)
-    bias = None if bias is None else bias.detach().contiguous()
     for b0, b1 in _chunks(b, h, w, max(c, co)):
         n, t = b1 - b0, _tiles(b1 - b0, h, w)
         v = _WS.get("v", 36, t, c)
@@ -170,38 +177,40 @@ def _forward(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tens
 
 
 class _Winograd3x3(torch.autograd.Function):
-    """``relu?(conv3x3(x; weight) + bias)`` channels-last; the backward pass recomputes the transforms ``V`` and
-    ``U`` of the saved input and weight; scratch buffers come from the per-thread workspace."""
+    """``relu?(conv3x3(x; weight · scale) + bias)`` channels-last; the backward pass recomputes the transforms ``V``
+    and ``U`` of the saved input and weight; scratch buffers come from the per-thread workspace."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, weight: Tensor, scale: Tensor | None, bias: Tensor | None,  # type: ignore[override]
+                relu: bool) -> Tensor:
         # the transformed input V (2.25x the input) is recomputed in the backward pass rather than kept: x is
         # usually alive anyway (the previous ReLU keeps it) and a fresh V per call costs page faults
-        y = _forward(x, weight, bias, relu)
-        ctx.save_for_backward(x, weight, y if relu else None)
-        ctx.relu, ctx.has_bias, ctx.shape = relu, bias is not None, tuple(x.shape)
+        y = _forward(x, weight, scale, bias, relu)
+        ctx.save_for_backward(x, weight, scale, y if relu else None)
+        ctx.has_bias = bias is not None
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy: Tensor):  # type: ignore[override]
-        x, weight, y = ctx.saved_tensors
+        x, weight, scale, y = ctx.saved_tensors
         want = ctx.needs_input_grad
-        dx, dw, db = _conv_backward(x, weight, y, dy, want[0], want[1], ctx.has_bias and want[2])
-        return dx, dw, db, None
+        dx, dw, ds, db = _conv_backward(x, weight, scale, y, dy, want[0], want[1] or want[2],
+                                        scale is not None and want[2], ctx.has_bias and want[3])
+        return dx, dw if want[1] else None, ds, db, None
 
 
-def _conv_backward(x: Tensor, weight: Tensor, y_mask: Tensor | None, dy: Tensor, want_x: bool, want_w: bool,
-                   want_b: bool, dx_into: Tensor | None = None) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """Gradients of ``relu?(conv3x3(x) + b)`` for the output gradient ``dy`` (masked by ``y_mask > 0`` when the ReLU
-    was applied): ``(dx, dweight, dbias)``; ``dx`` is added into ``dx_into`` when given (and returned)."""
+def _conv_backward(x: Tensor, weight: Tensor, scale: Tensor | None, y_mask: Tensor | None, dy: Tensor, want_x: bool,
+                   want_w: bool, want_s: bool, want_b: bool) -> tuple[Tensor | None, ...]:
+    """Gradients of ``relu?(conv3x3(x; weight · scale) + b)`` for the output gradient ``dy`` (masked by
+    ``y_mask > 0`` when the ReLU was applied): ``(dx, dweight, dscale, dbias)`` (``want_s`` needs ``want_w``)."""
     lib = _lib()
     b, h, w, c = x.shape
     co = weight.shape[0]
     nt = torch.get_num_threads()
-    dy, x = dy.contiguous(), x.contiguous()
-    dx = (dx_into if dx_into is not None else torch.empty(b, h, w, c)) if want_x else None
-    u = _transform_weight(lib, weight, _WS.get("u", 36, c, co), nt) if want_x else None
+    dy, x, weight, scale = (_contig(t) for t in (dy, x, weight, scale))
+    dx = torch.empty(b, h, w, c) if want_x else None
+    u = _transform_weight(lib, weight, scale, _WS.get("u", 36, c, co), nt) if want_x else None
     du = _WS.get("du", 36, c, co) if want_w else None
     db = torch.zeros(co) if want_b else None
     for i, (b0, b1) in enumerate(_chunks(b, h, w, max(c, co))):
@@ -211,7 +220,7 @@ def _conv_backward(x: Tensor, weight: Tensor, y_mask: Tensor | None, dy: Tensor,
                        w, co, nt)
         if want_x:
             dv = torch.bmm(dm, u.transpose(1, 2), out=_WS.get("dv", 36, t, c))
-            lib.wg_in_adj(dv.data_ptr(), dx[b0:b1].data_ptr(), n, h, w, c, int(dx_into is not None), nt)
+            lib.wg_in_adj(dv.data_ptr(), dx[b0:b1].data_ptr(), n, h, w, c, 0, nt)
         if want_w:
             v = _WS.get("v", 36, t, c)
             lib.wg_in(x[b0:b1].data_ptr(), v.data_ptr(), n, h, w, c, nt)
@@ -223,25 +232,32 @@ def _conv_backward(x: Tensor, weight: Tensor, y_mask: Tensor | None, dy: Tensor,
             # Aᵀ's column 1 is all ones (the point 1 sums a polynomial's coefficients): summing the (masked)
             # output gradient over a tile is dM at position (1, 1)
             db += dm[_POS_11].sum(0)
-    dw = None
+    dw = ds = None
     if want_w:
-        dwt = torch.empty(c, 3, 3, co)
-        lib.wg_wt_adj(du.data_ptr(), dwt.data_ptr(), c, co, nt)
-        dw = dwt.permute(3, 0, 1, 2)
-    return dx, dw, db
+        dw = torch.empty(co, c, 3, 3)
+        ds = torch.empty(co) if want_s else None
+        lib.wg_wt_adj(du.data_ptr(), weight.data_ptr(), _ptr(scale), _WS.get("g", c * 9 * co).data_ptr(),
+                      dw.data_ptr(), _ptr(ds), c, co, nt)
+    return dx, dw, ds, db
 
 
-def winograd_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = False) -> Tensor:
-    """``relu?(conv3x3(x) + bias)`` with zero padding 1: ``x [B, H, W, C_in]`` channels-last float32 CPU,
-    ``weight [C_out, C_in, 3, 3]``, ``bias [C_out]`` → ``[B, H, W, C_out]``; differentiable in all three (first
-    order). Needs :func:`available`."""
+def winograd_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, relu: bool = False,
+                     scale: Tensor | None = None) -> Tensor:
+    """``relu?(conv3x3(x; weight · scale) + bias)`` with zero padding 1: ``x [B, H, W, C_in]`` channels-last float32
+    CPU, ``weight [C_out, C_in, 3, 3]``, ``scale [C_out]`` (a per-output-channel factor of the weight, e.g. a folded
+    normalisation; ``None``: 1), ``bias [C_out]`` → ``[B, H, W, C_out]``; differentiable in all four (first order).
+    Needs :func:`available`."""
     if x.dim() != 4 or weight.dim() != 4 or weight.shape[1:] != (x.shape[-1], 3, 3):
         raise ValueError(f"winograd_conv3x3: x {tuple(x.shape)} [B, H, W, C] and weight {tuple(weight.shape)} "
                          f"[C_out, C, 3, 3] do not match")
-    if x.dtype != torch.float32 or weight.dtype != torch.float32 or x.device.type != "cpu":
+    for name, t in (("scale", scale), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (weight.shape[0],):
+            raise ValueError(f"winograd_conv3x3: {name} {tuple(t.shape)} is not [C_out] = [{weight.shape[0]}]")
+    if any(t is not None and (t.dtype != torch.float32 or t.device.type != "cpu")
+           for t in (x, weight, scale, bias)):
         raise ValueError("winograd_conv3x3 takes float32 CPU tensors")
     needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, bias))
+        t is not None and t.requires_grad for t in (x, weight, scale, bias))
     if not needs_grad:  # eval / sampling: no autograd node, nothing saved
-        return _forward(x, weight, bias, bool(relu))
-    return _Winograd3x3.apply(x, weight, bias, bool(relu))
+        return _forward(x, weight, scale, bias, bool(relu))
+    return _Winograd3x3.apply(x, weight, scale, bias, bool(relu))
