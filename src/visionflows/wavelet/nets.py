@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visionflows.flows import ActNorm, AffineCoupling, Compose, InvertibleConv1x1, ZeroConv2d
-from visionflows.wavelet import winograd
+from visionflows.wavelet import pointwise, winograd
 
 __all__ = ["CouplingNet", "ResidualBlock", "coupling_net_factory", "flow_step", "set_fused", "HIDDEN_INIT_STD"]
 
@@ -145,25 +145,25 @@ class CouplingNet(nn.Module):
             b.norm1.actnorm.needs_init() or b.norm2.actnorm.needs_init() for b in self.blocks
         ):
             return False
-        return winograd.available()
+        return winograd.available() and pointwise.available()
 
     def _forward_winograd(self, x: Tensor) -> Tensor:
-        """The fused network on channels-last ``[B·H·W, C]`` rows: 1×1 convolutions are matrix products, 3×3 ones
-        Winograd F(4×4, 3×3) (:mod:`visionflows.wavelet.winograd`); same parameters, same function."""
+        """The fused network on channels-last ``[B·H·W, C]`` rows: 1×1 convolutions are matrix products with a
+        fused bias/residual/ReLU epilogue (:mod:`visionflows.wavelet.pointwise`), 3×3 ones Winograd F(4×4, 3×3)
+        (:mod:`visionflows.wavelet.winograd`); same parameters, same function."""
         b, c, hgt, wid = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(-1, c)
         w, bias = _folded(self.conv_in, self.norm_in)
-        h = torch.addmm(bias, rows, w.flatten(1).t()).relu_()
+        h = pointwise.linear_epilogue(rows, w.flatten(1), bias, relu=True)
         width = h.shape[1]
-        h = h.view(b, hgt, wid, width)
         for blk in self.blocks:
             s1, b1 = _norm_scale(blk.norm1)  # the ActNorm scales go into the Winograd weight transform
             w2, b2 = _folded(blk.conv2, blk.norm2)
             # (one autograd node for the whole block, with the skip gradient accumulated in the kernel, measured
-            # 7% slower than these three nodes)
-            r = winograd.winograd_conv3x3(h, blk.conv1.weight, b1, relu=True, scale=s1)
-            h = torch.addmm(b2, r.view(-1, width), w2.flatten(1).t()).add_(h.view(-1, width)).relu_()
-            h = h.view(b, hgt, wid, width)
+            # 7% slower than these nodes)
+            r = winograd.winograd_conv3x3(h.view(b, hgt, wid, width), blk.conv1.weight, b1, relu=True, scale=s1)
+            h = pointwise.linear_epilogue(r.view(-1, width), w2.flatten(1), b2, skip=h, relu=True)
+        h = h.view(b, hgt, wid, width)
         g, bias = _out_scale(self.out)
         y = winograd.winograd_conv3x3(h, self.out.conv.weight, bias, scale=g)
         return y.permute(0, 3, 1, 2).contiguous()
