@@ -284,5 +284,5 @@ def test_kernel_source_ships_with_the_package():
     patterns = re.findall(r'"([^"]+)"', line.group(1))
     src = root / "src" / "visionflows"
     shipped = {p for pat in patterns for p in src.glob(pat)}
-    for name in ("noiseflow", "winograd", "pointwise"):
+    for name in ("noiseflow", "winograd", "pointwise", "optim"):
         assert src / "kernels" / f"{name}.cpp" in shipped

@@ -16,6 +16,7 @@ import torch
 from visionflows.errors import CheckpointError, ConfigError, OutputError
 from visionflows.glow import GlowImageTask
 from visionflows.io import load_model
+from visionflows import kernels
 from visionflows.training import GlowAdamax, TrainConfig, find_checkpoints, train
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny_glow.py"
@@ -182,3 +183,34 @@ def test_glow_adamax_matches_reference_update():
         u = torch.maximum(0.99 * u, g.abs())
         ref = ref - 0.1 * (1 - 0.99**t) ** 0.5 / (1 - 0.9**t) * m / (u + 1e-8)
     torch.testing.assert_close(w.detach(), ref)
+
+
+@pytest.mark.skipif(kernels.compiler() is None or os.environ.get("VISIONFLOWS_KERNELS") == "0",
+                    reason="no C++ compiler on this machine (or VISIONFLOWS_KERNELS=0): no native update to test")
+def test_glow_adamax_native_update_matches_pytorch_ops(monkeypatch: pytest.MonkeyPatch):
+    """The one-pass kernel (float32 CPU parameters) and the PyTorch ops give the same trajectory to float32
+    rounding, for large and small parameters, a non-contiguous one (PyTorch path) and a NaN gradient (propagated)."""
+    from visionflows.training import optim
+
+    assert optim._optim_lib() is not None, kernels.build_error("optim")
+
+    def run(native: bool) -> list[torch.Tensor]:
+        if not native:
+            monkeypatch.setattr(optim, "_optim_lib", lambda: None)
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in [(300, 400), (7,), (5, 6)]]
+        params[2] = torch.nn.Parameter(params[2].detach().t())  # non-contiguous
+        opt = GlowAdamax(params, lr=0.01)
+        for _ in range(4):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        params[1].grad = torch.tensor([float("nan")] + [1.0] * 6)
+        opt.step()
+        monkeypatch.undo()
+        return [p.detach().clone() for p in params] + [opt.state[params[1]]["exp_inf"].clone()]
+
+    native, plain = run(True), run(False)
+    for a, b in zip(native, plain):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, equal_nan=True)
+    assert torch.isnan(native[1][0]) and torch.isnan(native[3][0]) and not torch.isnan(native[1][1:]).any()
