@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from visionflows import kernels
 from visionflows.errors import CheckpointError, ConfigError, OutputError
 from visionflows.glow import GlowImageTask
 from visionflows.io import load_model
-from visionflows import kernels
 from visionflows.training import GlowAdamax, TrainConfig, find_checkpoints, train
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny_glow.py"
