@@ -284,5 +284,7 @@ def test_kernel_source_ships_with_the_package():
     patterns = re.findall(r'"([^"]+)"', line.group(1))
     src = root / "src" / "visionflows"
     shipped = {p for pat in patterns for p in src.glob(pat)}
-    for name in ("noiseflow", "winograd", "pointwise", "optim"):
+    for name in ("noiseflow", "winograd", "pointwise", "optim", "srgb"):
         assert src / "kernels" / f"{name}.cpp" in shipped
+    for header in (src / "kernels").glob("*.h"):  # included by the sources
+        assert header in shipped, header

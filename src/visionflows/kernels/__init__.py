@@ -2,10 +2,10 @@
 
 Nothing here is needed to install or run visionflows: :func:`load` returns ``None`` when no compiler is found,
 the build fails, or ``VISIONFLOWS_KERNELS=0`` is set, and every caller then uses its pure-PyTorch path (same
-results up to float32 rounding). The sources ship with the package (``*.cpp`` next to this file); a build is
-cached under ``$VISIONFLOWS_KERNEL_CACHE`` (default ``~/.cache/visionflows/kernels``; a per-user temporary
-directory when that is not writable), keyed by the source, the
-compiler, its flags and the CPU's feature flags (the code is compiled with ``-march=native``), and built once per
+results up to float32 rounding). The sources ship with the package (``*.cpp`` and the shared ``vec.h`` next to
+this file); a build is cached under ``$VISIONFLOWS_KERNEL_CACHE`` (default ``~/.cache/visionflows/kernels``; a
+per-user temporary directory when that is not writable), keyed by the sources, the compiler, its flags and the
+CPU's feature flags (the code is compiled with ``-march=native``; the vector width follows the CPU), and built once per
 machine in about 5 s. The library is linked against the OpenMP runtime PyTorch already loaded (``libgomp.so.1``,
 same soname), so its threads are the ones :func:`torch.set_num_threads` controls; every kernel also takes the
 thread count explicitly.
@@ -67,7 +67,7 @@ def _disabled() -> bool:
 
 def _build(name: str) -> ctypes.CDLL:
     src = _HERE / f"{name}.cpp"
-    text = src.read_bytes()
+    text = src.read_bytes() + b"".join(h.read_bytes() for h in sorted(_HERE.glob("*.h")))  # shared headers
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++/clang++)")

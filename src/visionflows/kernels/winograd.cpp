@@ -15,19 +15,10 @@
 //
 // Tiles: th = ceil(H/4) rows x tw = ceil(W/4) columns per image, T = B*th*tw, tile t = (b*th + ty)*tw + tx, whose
 // outputs are rows 4ty..4ty+3 and columns 4tx..4tx+3 and whose input window is rows 4ty-1..4ty+4 (same for
-// columns). Channels are processed in vectors of VL = 16 (GCC/Clang vector extensions), scalars for a tail.
-#include <cstdint>
-#include <cstring>
-#include <omp.h>
-
-#define VL 16
-typedef float vf __attribute__((vector_size(VL * 4)));
-typedef float vfu __attribute__((vector_size(VL * 4), aligned(4)));
+// columns). Channels are processed in vectors of VL (the register width, vec.h), scalars for a tail.
+#include "vec.h"
 
 namespace {
-
-inline vf ldv(const float* p) { return *(const vfu*)p; }
-inline void stv(float* p, vf v) { *(vfu*)p = v; }
 
 // the 1-D transforms, generic over vf and float
 template <class T>

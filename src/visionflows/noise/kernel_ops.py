@@ -29,7 +29,6 @@ from visionflows.noise.layers import NoiseFlowCouplingNet
 __all__ = ["kernel_library", "unc_train", "sdn_train", "squared_norm"]
 
 _ABI = 5
-_VL = 16  # pixels per vector block of the kernels (bias maps are padded to a multiple of it)
 _P = ctypes.c_void_p
 _I = ctypes.c_int
 
@@ -48,13 +47,16 @@ def kernel_library() -> ctypes.CDLL | None:
         lib.nf_sdn_bwd.argtypes = [_P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I]
         lib.nf_unc_train_fwd.argtypes = [_P, _P, _P, _P, _P, _I, _I, _I, _I, ctypes.c_float, _I]
         lib.nf_unc_train_bwd.argtypes = [_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, ctypes.c_float, _I]
+        lib._vf_lanes = int(lib.nf_vector_lanes())  # pixels per vector block: rows of bias maps are padded to it
         lib._vf_ready = True
     return lib
 
 
 def _padded_map(bias_map: Tensor, width: int) -> Tensor:
-    """``[1, 4, H, W] -> [4, H, Wr]`` zero-padded to a multiple of the vector length."""
-    wr = -(-width // _VL) * _VL
+    """``[1, 4, H, W] -> [4, H, Wr]`` zero-padded to a multiple of the kernels' vector length (16 pixels with
+    AVX-512, 8 with AVX2, 4 otherwise)."""
+    lanes = kernel_library()._vf_lanes
+    wr = -(-width // lanes) * lanes
     return F.pad(bias_map[0], (0, wr - width))
 
 

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 
 from visionflows.errors import ConfigError
-from visionflows.flows import Bijector, Compose, StandardNormal
+from visionflows.flows import Bijector, StandardNormal
 from visionflows.noise.srgb.base import SRGBNoiseModel
+from visionflows.noise.srgb.fused import SRGBFlowTransform
 from visionflows.noise.srgb.layers import (
     CheckerboardCoupling,
     ConditionalLinear,
@@ -67,7 +68,7 @@ class SRGBNoiseFlow(SRGBNoiseModel):
                               for p in (0, 1))
             else:
                 layers.extend(cac_step(n_iso, n_cam, int(width), gen, norm).layers)
-        super().__init__(Compose(*layers), StandardNormal(), cameras, isos)
+        super().__init__(SRGBFlowTransform(*layers), StandardNormal(), cameras, isos)
         self.arch, self.width, self.noise_std, self.seed = "|".join(tokens), int(width), float(noise_std), seed
         self.norm = norm
 
