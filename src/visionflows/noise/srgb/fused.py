@@ -117,7 +117,29 @@ def _is_plain(t: Any) -> bool:
             and t.layout == torch.strided)
 
 
-def fast_path_reason(transform: Compose, x: Tensor, context: Any) -> str | None:
+class _State:
+    """One walk over the transform's modules: whether any trains, its parameters and buffers (no duplicates)."""
+
+    __slots__ = ("training", "params", "buffers")
+
+    def __init__(self, transform: Compose) -> None:
+        self.training = False
+        params: dict[int, Tensor] = {}
+        self.buffers: list[Tensor] = []
+        for m in transform.modules():
+            self.training |= m.training
+            for t in m._parameters.values():
+                if t is not None:
+                    params.setdefault(id(t), t)
+            self.buffers.extend(t for t in m._buffers.values() if t is not None)
+        self.params = list(params.values())
+
+    def key(self) -> tuple:
+        """Storage and version of every tensor: changes when a parameter is replaced or updated in place."""
+        return tuple((t.data_ptr(), t._version) for t in (*self.params, *self.buffers))
+
+
+def fast_path_reason(transform: Compose, x: Tensor, context: Any, state: _State | None = None) -> str | None:
     """Why ``transform(x, context)`` (or its inverse) would take the plain PyTorch path (``None``: the kernel)."""
     if not getattr(transform, "use_kernels", True):
         return "use_kernels is False"
@@ -129,14 +151,15 @@ def fast_path_reason(transform: Compose, x: Tensor, context: Any) -> str | None:
         return "input is not a non-empty float32 CPU tensor [B, 3, H, W]"
     if not isinstance(context, SRGBContext) or not _is_plain(context.clean) or context.clean.shape != x.shape:
         return "context clean image is not a float32 CPU tensor of the input's shape"
-    if any(m.training for m in transform.modules()):
+    state = state or _State(transform)
+    if state.training:
         return "training mode (the kernel computes the evaluation-mode function)"
     if torch.is_grad_enabled() and (x.requires_grad or context.clean.requires_grad
-                                    or any(p.requires_grad for p in transform.parameters())):
+                                    or any(p.requires_grad for p in state.params)):
         return "a gradient is wanted (the kernel has no backward pass)"
     if not _structure_ok(transform):
         return "a layer without a kernel"
-    if not all(_is_plain(p) for p in transform.parameters()):
+    if not all(_is_plain(p) for p in state.params):
         return "parameters are not float32 CPU tensors"
     if kernel_library() is None:
         return f"kernels unavailable ({kernels.build_error('srgb') or 'disabled'})"
@@ -170,10 +193,6 @@ def _all_combos(n_iso: int, n_cam: int) -> SRGBContext:
     iso = torch.arange(n_iso).repeat_interleave(n_cam)
     cam = torch.arange(n_cam).repeat(n_iso)
     return SRGBContext(torch.zeros(n_iso * n_cam, 3, 1, 1), iso, cam, n_iso, n_cam)
-
-
-def _state_key(transform: Compose) -> tuple:
-    return tuple((t.data_ptr(), t._version) for t in (*transform.parameters(), *transform.buffers()))
 
 
 @torch.no_grad()
@@ -241,8 +260,8 @@ def _build_plan(transform: Compose, height: int, width: int, inverse: bool, cont
             "wd": next((layer.net.l_1.out_channels for layer in layers if hasattr(layer, "net")), 4)}
 
 
-def _plan(transform: Compose, height: int, width: int, inverse: bool, context: SRGBContext) -> dict:
-    key = (height, width, inverse, context.n_iso, context.n_cam, _state_key(transform))
+def _plan(transform: Compose, height: int, width: int, inverse: bool, context: SRGBContext, state: _State) -> dict:
+    key = (height, width, inverse, context.n_iso, context.n_cam, state.key())
     cache = transform.__dict__.setdefault("_vf_srgb_plans", {})
     plan = cache.get(key)
     if plan is None:
@@ -256,11 +275,12 @@ def _sdl_logdet(layer: SignalDependentScale, x: Tensor, context: SRGBContext) ->
     return -layer._log_std(context, x).to(torch.float64).flatten(1).sum(1)
 
 
-def run_kernel(transform: Compose, x: Tensor, context: SRGBContext, inverse: bool) -> tuple[Tensor, Tensor]:
+def run_kernel(transform: Compose, x: Tensor, context: SRGBContext, inverse: bool,
+               state: _State | None = None) -> tuple[Tensor, Tensor]:
     """``(y, log-det [B])`` of ``transform`` (or its inverse) through the kernel; the caller checked
     :func:`fast_path_reason`."""
     b, _, h, w = x.shape
-    plan = _plan(transform, h, w, inverse, context)
+    plan = _plan(transform, h, w, inverse, context, state or _State(transform))
     combo = context.combo.to(torch.long)
     rows = plan["table"].index_select(0, combo).contiguous()
     x = x.contiguous()
@@ -290,11 +310,13 @@ class SRGBFlowTransform(Compose):
         return fast_path_reason(self, x, context) is None
 
     def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
-        if fast_path_reason(self, x, context) is None:
-            return run_kernel(self, x, context, inverse=False)
+        state = _State(self)
+        if fast_path_reason(self, x, context, state) is None:
+            return run_kernel(self, x, context, False, state)
         return super().forward(x, context)
 
     def inverse(self, z: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
-        if fast_path_reason(self, z, context) is None:
-            return run_kernel(self, z, context, inverse=True)
+        state = _State(self)
+        if fast_path_reason(self, z, context, state) is None:
+            return run_kernel(self, z, context, True, state)
         return super().inverse(z, context)
