@@ -149,7 +149,7 @@ class NoiseModel(FlowModel):
             eps = torch.randn_like(y, memory_format=torch.contiguous_format)
         else:
             eps = torch.randn(tuple(y.shape), generator=generator, dtype=y.dtype, device=generator.device).to(y.device)
-        return self._transform(True, eps * temperature, ctx)[0]
+        return self._transform(True, eps if temperature == 1.0 else eps * temperature, ctx)[0]  # eps is fresh
 
     def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None,
                        size: int = 8) -> tuple[Tensor, NoiseContext]:
