@@ -12,6 +12,8 @@ Tolerances, with what 2 CPU cores measured:
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -34,7 +36,11 @@ def test_logdet_stays_float32_under_bf16_autocast():
     assert torch.allclose(ld, ref, rtol=5e-2, atol=0.5)
 
 
-def _run(run_dir, steps: int = STEPS, **cfg) -> TrainResult:
+def _run(run_dir, steps: int = STEPS, quiet: bool = True, **cfg) -> TrainResult:
+    if quiet:  # the warning for CPUs that emulate bf16 has its own test
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="bf16 autocast on a CPU without native bf16")
+            return _run(run_dir, steps, quiet=False, **cfg)
     images = torch.randint(0, 256, (8, 3, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     task = GlowImageTask(images, resolution=8, levels=2, steps=1, width=8, batch_size=4, test_images=images)
     config = TrainConfig(steps=steps, lr=3e-3, progress=False, tensorboard=False, checkpoint_every=max(steps, 1),
@@ -80,3 +86,15 @@ def test_compiled_bf16_training_matches_eager(eager, tmp_path):
     moved = float((_flat(eager["bf16"]) - _flat(eager["init"])).norm())
     apart = float((_flat(compiled) - _flat(eager["bf16"])).norm())
     assert apart < 0.1 * moved, (apart, moved)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path, monkeypatch):
+    from visionflows.training import trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="without native bf16"):
+        _run(tmp_path / "emulated", steps=1, quiet=False, amp="bf16")
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        _run(tmp_path / "native", steps=1, quiet=False, amp="bf16")
