@@ -114,10 +114,9 @@ def test_sampling_and_log_prob_match_plain_path(threads):
 def test_the_plain_path_runs_where_the_kernel_does_not_apply():
     model = _random_model(norm="act")
     noise, ctx = _inputs(model, 2, 8, 8)
-    assert fast_path_reason(model.transform, noise, ctx) == "a gradient is wanted (the kernel has no backward pass)"
-    lp = model.log_prob(noise, ctx)  # with autograd: the plain path, gradients flow to the parameters
-    lp.sum().backward()
-    assert model.transform[3].net.l_1.weight.grad is not None
+    clean = ctx.clean.clone().requires_grad_(True)
+    assert fast_path_reason(model.transform, noise, model.context(clean, 100, "d800")) == \
+        "the context requires a gradient"
     with torch.no_grad():
         assert fast_path_reason(model.transform, noise.double(), ctx) is not None
         model.train()
@@ -130,6 +129,31 @@ def test_the_plain_path_runs_where_the_kernel_does_not_apply():
         assert fast_path_reason(odd.transform, noise, odd.context(ctx.clean, 100, "d800")) == \
             "a layer without a kernel"
         assert torch.isfinite(odd.log_prob(noise, ctx.clean, 100, "d800")).all()
+
+
+@needs_kernels
+@pytest.mark.parametrize("inverse", [False, True])
+def test_eval_with_autograd_same_values_and_plain_gradients(inverse):
+    model = _random_model(SDL_ARCH, "act")
+    ref = _plain(model)
+    noise, ctx = _inputs(model, 3, 9, 10)
+    with torch.no_grad():
+        start = ref.transform(noise, ctx)[0] if inverse else noise  # a latent of real-looking noise to decode
+        y_ng, ld_ng = (model.transform.inverse if inverse else model.transform)(start, ctx)
+    outs = []
+    for m in (model, ref):
+        x = start.clone().requires_grad_(True)
+        y, ld = (m.transform.inverse if inverse else m.transform)(x, ctx)
+        (y.square().sum() + ld.sum()).backward()
+        outs.append((y.detach(), ld.detach(), x.grad))
+    (y, ld, gx), (y0, ld0, gx0) = outs
+    assert torch.equal(y, y_ng) and torch.equal(ld, ld_ng)  # the kernel's values, with or without autograd
+    _close(y, y0, "values")
+    # the plain path's backward at the kernel's values: the output gradient (2y) differs by float32 rounding
+    _close(gx, gx0, "input gradient", rtol=1e-4)
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        assert p.grad is not None, name
+        _close(p.grad, q.grad, name, rtol=1e-4)
 
 
 @needs_kernels

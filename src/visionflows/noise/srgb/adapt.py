@@ -129,6 +129,11 @@ def adapt_srgb_flow(model: SRGBNoiseFlow, pairs: Any, camera: str, steps: int = 
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
     adapted.eval()  # BatchNorm: running statistics, not updated
+    # gradient steps: the plain layers (the native kernel's backward would recompute them anyway, after a forward
+    # pass of its own and a re-folding of the changed parameters each step)
+    kernels_on = getattr(adapted.transform, "use_kernels", None)
+    if kernels_on is not None:
+        adapted.transform.use_kernels = False
     history: list[dict[str, float]] = []
     every = max(1, steps // 20)
     t0 = time.monotonic()
@@ -148,4 +153,6 @@ def adapt_srgb_flow(model: SRGBNoiseFlow, pairs: Any, camera: str, steps: int = 
             break
     for p in adapted.parameters():
         p.requires_grad_(True)
+    if kernels_on is not None:
+        adapted.transform.use_kernels = kernels_on
     return adapted.eval(), history

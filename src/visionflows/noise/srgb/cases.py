@@ -75,3 +75,15 @@ def srgb_checkerboard_odd_actnorm() -> BijectorCase:
     return BijectorCase("srgb_checkerboard_odd_actnorm",
                         lambda: CheckerboardCoupling(3, 3, width=4, parity=1, norm="act"), _noise(size=7),
                         context=example_srgb_context(size=7))
+
+
+@register_case
+def srgb_flow_transform() -> BijectorCase:
+    """A whole sRGB Noise Flow transform with every layer type (fixed scale, SDL, CL2, both checkerboard couplings,
+    LU 1×1 convolution, CAC), which takes the native kernel in evaluation mode."""
+    from visionflows.noise.srgb.model import SRGBNoiseFlow
+
+    def make() -> torch.nn.Module:
+        return SRGBNoiseFlow("SDL|CL2|SPC|CAC", 4, ["a", "b"], [100, 800], noise_std=3.0, norm="act").transform
+
+    return BijectorCase("srgb_flow_transform", make, _noise(size=5), context=example_srgb_context(size=5))

@@ -3,10 +3,11 @@ layer of a sample in cache-resident planes, samples in parallel.
 
 :class:`SRGBFlowTransform` is the :class:`~visionflows.flows.Compose` of an
 :class:`~visionflows.noise.srgb.SRGBNoiseFlow`. Its ``forward`` (noise → latent, NLL) and ``inverse`` (latent →
-noise, sampling) take the kernel when :func:`fast_path_reason` finds nothing against it: evaluation mode with no
-gradient wanted (``torch.no_grad``, as in sampling, the denoiser's on-the-fly synthesis and the NLL evaluation),
-float32 CPU tensors, the layer types of :class:`~visionflows.noise.srgb.SRGBNoiseFlow`, coupling width 4, 8 or 16
-and the library built. Everything else, training included, takes the plain layer-by-layer PyTorch path;
+noise, sampling) take the kernel when :func:`fast_path_reason` finds nothing against it: evaluation mode (sampling,
+the denoiser's on-the-fly synthesis, NLL evaluation), float32 CPU tensors, the layer types of
+:class:`~visionflows.noise.srgb.SRGBNoiseFlow`, coupling width 4, 8 or 16 and the library built. With autograd the
+values are the kernel's (the same as without) and the gradients the plain path's, recomputed in the backward pass.
+Everything else, training included, takes the plain layer-by-layer PyTorch path;
 :attr:`SRGBFlowTransform.use_kernels` ``= False`` (or ``VISIONFLOWS_KERNELS=0``) forces it. Both compute the same
 function up to float32 rounding (``tests/test_srgb_kernels.py``).
 
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from visionflows import kernels
 from visionflows.flows import Compose, logdet_dtype
@@ -154,9 +156,8 @@ def fast_path_reason(transform: Compose, x: Tensor, context: Any, state: _State 
     state = state or _State(transform)
     if state.training:
         return "training mode (the kernel computes the evaluation-mode function)"
-    if torch.is_grad_enabled() and (x.requires_grad or context.clean.requires_grad
-                                    or any(p.requires_grad for p in state.params)):
-        return "a gradient is wanted (the kernel has no backward pass)"
+    if torch.is_grad_enabled() and context.clean.requires_grad:
+        return "the context requires a gradient"
     if not _structure_ok(transform):
         return "a layer without a kernel"
     if not all(_is_plain(p) for p in state.params):
@@ -299,6 +300,39 @@ def run_kernel(transform: Compose, x: Tensor, context: SRGBContext, inverse: boo
     return y, ld.to(logdet_dtype(x))
 
 
+class _EvalWithGrad(torch.autograd.Function):
+    """The kernel's values forward (the same as without autograd); the plain path's gradients backward,
+    recomputed there."""
+
+    @staticmethod
+    def forward(ctx, transform, context, inverse, state, x, *params):  # noqa: ANN001
+        ctx.transform, ctx.context, ctx.inverse = transform, context, inverse
+        ctx.save_for_backward(x, *params)
+        with torch.no_grad():
+            return run_kernel(transform, x, context, inverse, state)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gz, gld):  # noqa: ANN001
+        x, *params = ctx.saved_tensors
+        need = ctx.needs_input_grad[4:]
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(need[0])
+            plain = Compose.inverse if ctx.inverse else Compose.forward
+            z, ld = plain(ctx.transform, xr, ctx.context)
+            inputs = [t for t, k in zip([xr, *params], need) if k]
+            grads = iter(torch.autograd.grad((z, ld), inputs, (gz, gld), allow_unused=True))
+        return (None, None, None, None, *[next(grads) if k else None for k in need])
+
+
+def _run(transform: Compose, x: Tensor, context: SRGBContext, inverse: bool, state: _State) -> tuple[Tensor, Tensor]:
+    if torch.is_grad_enabled():
+        params = [p for p in state.params if p.requires_grad]
+        if x.requires_grad or params:
+            return _EvalWithGrad.apply(transform, context, inverse, state, x, *params)
+    return run_kernel(transform, x, context, inverse, state)
+
+
 class SRGBFlowTransform(Compose):
     """The layers of an sRGB Noise Flow (a :class:`Compose`) with the native evaluation-mode path (module docstring)."""
 
@@ -312,11 +346,11 @@ class SRGBFlowTransform(Compose):
     def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
         state = _State(self)
         if fast_path_reason(self, x, context, state) is None:
-            return run_kernel(self, x, context, False, state)
+            return _run(self, x, context, False, state)
         return super().forward(x, context)
 
     def inverse(self, z: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
         state = _State(self)
         if fast_path_reason(self, z, context, state) is None:
-            return run_kernel(self, z, context, True, state)
+            return _run(self, z, context, True, state)
         return super().inverse(z, context)
