@@ -172,7 +172,8 @@ void eval_impl(const float* x, float* z, double* ld, int B, int H, int W, const 
                const float* params, const float* ps, int ps_stride, bool inverse, int nthreads) {
   const Geo g(H, W);
   const int nplanes = 3 + 3 + 3 + 1 + WD;
-#pragma omp parallel num_threads(nthreads)
+  const int nt = nthreads < B ? nthreads : B;  // one sample per thread at a time: no scratch for idle threads
+#pragma omp parallel num_threads(nt)
   {
     std::vector<float> buf((size_t)nplanes * g.S, 0.0f);  // borders stay zero: only valid rows/columns are written
     Planes pl;
