@@ -153,7 +153,8 @@ inline void wgrad3(const float* D, const float* X, const Geo& g, double* dw) {
 // --------------------------------------------------------------------------------------------- eval ops
 // Eval ops process EVAL_NB adjacent blocks of a row at once where the row has them: each weight broadcast then feeds
 // EVAL_NB multiply-adds (the per-lane order of the sums is that of one block, so the values do not change). With
-// 8-lane registers (AVX2) two blocks measured 11-22% faster for sampling; with 16 lanes it did not help.
+// 8-lane registers (AVX2) two blocks measured 11-22% faster for sampling; with 16 lanes it did not help. The
+// training kernels' convolution passes use the same grouping (conv1_row, conv3_row).
 #ifndef EVAL_NB
 #if VL < 16
 #define EVAL_NB 2
@@ -258,6 +259,38 @@ double affine_rows(float* X, const float* H2, const Geo& g, const Unc<WD>& u, in
     ld += hsumd(lsum);
   }
   return inverse ? -ld : ld;
+}
+
+// f(k, acc) for every block k of row r in order, acc the first (resp. last) convolution of the block; EVAL_NB
+// blocks per weight broadcast (the training kernels' passes)
+template <int WD, class F>
+inline void conv1_row(const float* X, const float* w1, const float* b1, const Geo& g, int r, F&& f) {
+  int k = 0;
+  for (; k + EVAL_NB <= g.nb; k += EVAL_NB) {
+    vf acc[EVAL_NB][WD];
+    conv1_blocks<WD, EVAL_NB>(X, w1, b1, g, r, k * VL, acc);
+    for (int n = 0; n < EVAL_NB; ++n) f(k + n, acc[n]);
+  }
+  for (; k < g.nb; ++k) {
+    vf acc[1][WD];
+    conv1_blocks<WD, 1>(X, w1, b1, g, r, k * VL, acc);
+    f(k, acc[0]);
+  }
+}
+
+template <int WD, class F>
+inline void conv3_row(const float* R, const float* w3, const float* bm, const Geo& g, int r, F&& f) {
+  int k = 0;
+  for (; k + EVAL_NB <= g.nb; k += EVAL_NB) {
+    vf acc[EVAL_NB][4];
+    conv3_blocks<WD, EVAL_NB>(R, w3, bm, g, r, k * VL, acc);
+    for (int n = 0; n < EVAL_NB; ++n) f(k + n, acc[n]);
+  }
+  for (; k < g.nb; ++k) {
+    vf acc[1][4];
+    conv3_blocks<WD, 1>(R, w3, bm, g, r, k * VL, acc);
+    f(k, acc[0]);
+  }
 }
 
 void mix_rows(float* X, const float* M, const Geo& g, int r0, int r1) {
@@ -494,12 +527,10 @@ void unc_train_fwd(const float* x, const float* prm, float* z, float* ld, double
     mix_in(x + (int64_t)b * 4 * g.HW, u.M, XP, z + (int64_t)b * 4 * g.HW, g);
     float* Ab = A + (int64_t)b * WD * g.HWr;
     for (int r = 0; r < H; ++r)
-      for (int k = 0; k < g.nb; ++k) {
-        vf acc[WD];
-        conv1_block<WD>(XP, u.w1, u.b1, g, r, k * VL, acc);
+      conv1_row<WD>(XP, u.w1, u.b1, g, r, [&](int k, const vf* acc) {
         vi valid = lane < (W - k * VL);
         for (int o = 0; o < WD; ++o) stv(Ab + o * g.HWr + (int64_t)r * g.Wr + k * VL, sel(valid, acc[o], 0.0f));
-      }
+      });
     sample_stats<WD>(Ab, g, pm.data() + (int64_t)b * WD, pq.data() + (int64_t)b * WD);
   }
   combine_stats<WD>(pm.data(), pq.data(), B, g, mean1, var1);
@@ -546,11 +577,9 @@ void unc_train_fwd(const float* x, const float* prm, float* z, float* ld, double
     vf lsum = splat(0.0f);
     double acc = 0.0;
     for (int r = 0; r < H; ++r) {
-      for (int k = 0; k < g.nb; ++k) {
+      conv3_row<WD>(R2, u.w3, u.bm, g, r, [&](int k, const vf* h) {
         int x0 = k * VL, n = std::min(VL, W - x0);
         vi valid = lane < n;
-        vf h[4];
-        conv3_block<WD>(R2, u.w3, u.bm, g, r, x0, h);
         for (int j = 0; j < 2; ++j) {
           vf l = u.lam * v_tanh(h[2 + j]);
           float* p = zb + (2 + j) * g.HW + (int64_t)r * W + x0;
@@ -558,7 +587,7 @@ void unc_train_fwd(const float* x, const float* prm, float* z, float* ld, double
           st_tail(p, xb * v_exp(l) + h[j], n);
           lsum += sel(valid, l, 0.0f);
         }
-      }
+      });
       acc += hsumd(lsum);
       lsum = splat(0.0f);
     }
@@ -616,11 +645,10 @@ void unc_train_bwd(const float* x, const float* prm, const double* stats, const 
       float* N1b = N1 + (int64_t)b * WD * g.HWr;
       float* N2b = N2 + (int64_t)b * WD * g.HWr;
       for (int r = 0; r < H; ++r)
-        for (int k = 0; k < g.nb; ++k) {
+        conv1_row<WD>(XP, u.w1, u.b1, g, r, [&](int k, const vf* a1) {
           int x0 = k * VL;
           vi valid = lane < (W - x0);
-          vf a1[WD], r1[WD];
-          conv1_block<WD>(XP, u.w1, u.b1, g, r, x0, a1);
+          vf r1[WD];
           const int64_t q = (int64_t)r * g.Wr + x0;
           for (int j = 0; j < WD; ++j) {
             vf n1 = sel(valid, (a1[j] - mu1[j]) * is1[j], 0.0f);
@@ -634,15 +662,13 @@ void unc_train_bwd(const float* x, const float* prm, const double* stats, const 
             stv(N2b + o * g.HWr + q, n2);
             stv(R2 + o * g.S + g.pad(r, x0), relu(n2));
           }
-        }
+        });
       vf dlam = splat(0.0f);
       const float gld = dld[b];
       for (int r = 0; r < H; ++r)
-        for (int k = 0; k < g.nb; ++k) {
+        conv3_row<WD>(R2, u.w3, u.bm, g, r, [&](int k, const vf* h) {
           int x0 = k * VL, n = std::min(VL, W - x0);
           vi valid = lane < n;
-          vf h[4];
-          conv3_block<WD>(R2, u.w3, u.bm, g, r, x0, h);
           for (int j = 0; j < 2; ++j) {
             vf th = v_tanh(h[2 + j]);
             vf l = u.lam * th;
@@ -660,7 +686,7 @@ void unc_train_bwd(const float* x, const float* prm, const double* stats, const 
             float* bj2 = dbm + (2 + j) * g.HWr + (int64_t)r * g.Wr + x0;
             stv(bj2, ldv(bj2) + draw);
           }
-        }
+        });
       gs[olam] += hsumd(dlam);
       wgrad3<4, WD>(DH, R2, g, gs + ow3);
       vf s1[WD], s2[WD];
