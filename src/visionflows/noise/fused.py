@@ -241,15 +241,20 @@ class _EvalWithGrad(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, gz, gld):  # noqa: ANN001
-        x, *params = ctx.saved_tensors
-        need = ctx.needs_input_grad[3:]
-        with torch.enable_grad():
-            xr = x.detach().requires_grad_(need[0])
-            plain = Compose.inverse if ctx.inverse else Compose.forward
-            z, ld = plain(ctx.transform, xr, ctx.context)
-            inputs = [t for t, k in zip([xr, *params], need) if k]
-            grads = iter(torch.autograd.grad((z, ld), inputs, (gz, gld), allow_unused=True))
-        return (None, None, None, *[next(grads) if k else None for k in need])
+        return (None, None, None, *plain_path_gradients(ctx, ctx.needs_input_grad[3:], gz, gld))
+
+
+def plain_path_gradients(ctx: Any, need: tuple[bool, ...], gz: Tensor, gld: Tensor) -> list[Tensor | None]:
+    """Backward of a kernel's eval-mode values: the gradients of the saved ``(x, *params)`` (where ``need``) from the
+    plain layer-by-layer path of ``ctx.transform`` (its :class:`Compose` methods), recomputed with autograd."""
+    x, *params = ctx.saved_tensors
+    with torch.enable_grad():
+        xr = x.detach().requires_grad_(need[0])
+        plain = Compose.inverse if ctx.inverse else Compose.forward
+        z, ld = plain(ctx.transform, xr, ctx.context)
+        inputs = [t for t, k in zip([xr, *params], need) if k]
+        grads = iter(torch.autograd.grad((z, ld), inputs, (gz, gld), allow_unused=True))
+    return [next(grads) if k else None for k in need]
 
 
 # ---------------------------------------------------------------------------------------------- transform

@@ -34,6 +34,7 @@ from torch.autograd.function import once_differentiable
 from visionflows import kernels
 from visionflows.flows import Compose, logdet_dtype
 from visionflows.flows.conv1x1 import _Conv1x1Base
+from visionflows.noise.fused import plain_path_gradients
 from visionflows.noise.srgb.context import SRGBContext
 from visionflows.noise.srgb.layers import (
     ActNorm2d,
@@ -314,15 +315,7 @@ class _EvalWithGrad(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, gz, gld):  # noqa: ANN001
-        x, *params = ctx.saved_tensors
-        need = ctx.needs_input_grad[4:]
-        with torch.enable_grad():
-            xr = x.detach().requires_grad_(need[0])
-            plain = Compose.inverse if ctx.inverse else Compose.forward
-            z, ld = plain(ctx.transform, xr, ctx.context)
-            inputs = [t for t, k in zip([xr, *params], need) if k]
-            grads = iter(torch.autograd.grad((z, ld), inputs, (gz, gld), allow_unused=True))
-        return (None, None, None, None, *[next(grads) if k else None for k in need])
+        return (None, None, None, None, *plain_path_gradients(ctx, ctx.needs_input_grad[4:], gz, gld))
 
 
 def _run(transform: Compose, x: Tensor, context: SRGBContext, inverse: bool, state: _State) -> tuple[Tensor, Tensor]:
