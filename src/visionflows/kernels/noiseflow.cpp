@@ -88,47 +88,8 @@ inline void mix_in(const float* src, const float* M, float* dst, float* out, con
     }
 }
 
-// conv1 (2 -> WD, 3x3 SAME) on padded planes X[0:2] at row r, block x0: a1 without bias added? (bias included)
-template <int WD>
-inline void conv1_block(const float* X, const float* w1, const float* b1, const Geo& g, int r, int x0, vf* acc) {
-  for (int o = 0; o < WD; ++o) acc[o] = splat(b1[o]);
-  for (int i = 0; i < 2; ++i)
-    for (int ky = 0; ky < 3; ++ky) {
-      const float* row = X + i * g.S + (int64_t)(r + ky) * g.P + x0;
-      for (int kx = 0; kx < 3; ++kx) {
-        vf v = ldv(row + kx);
-        for (int o = 0; o < WD; ++o) acc[o] += w1[(o * 2 + i) * 9 + ky * 3 + kx] * v;
-      }
-    }
-}
-
-// conv3 (WD -> 4, 3x3 SAME) on padded planes R at row r, block x0, plus the bias map
-template <int WD>
-inline void conv3_block(const float* R, const float* w3, const float* bm, const Geo& g, int r, int x0, vf* acc) {
-  for (int o = 0; o < 4; ++o) acc[o] = ldv(bm + o * g.HWr + (int64_t)r * g.Wr + x0);
-  for (int i = 0; i < WD; ++i)
-    for (int ky = 0; ky < 3; ++ky) {
-      const float* row = R + i * g.S + (int64_t)(r + ky) * g.P + x0;
-      for (int kx = 0; kx < 3; ++kx) {
-        vf v = ldv(row + kx);
-        for (int o = 0; o < 4; ++o) acc[o] += w3[(o * WD + i) * 9 + ky * 3 + kx] * v;
-      }
-    }
-}
-
-// transposed 3x3 conv: out[i] = sum_o sum_k w[o][i][k] D[o](p - k + 1), D padded planes (CO of them)
-template <int CO, int CI>
-inline void convT_block(const float* D, const float* w, const Geo& g, int r, int x0, vf* acc) {
-  for (int i = 0; i < CI; ++i) acc[i] = splat(0.0f);
-  for (int o = 0; o < CO; ++o)
-    for (int ky = 0; ky < 3; ++ky) {
-      const float* row = D + o * g.S + (int64_t)(r + 2 - ky) * g.P + x0;
-      for (int kx = 0; kx < 3; ++kx) {
-        vf v = ldv(row + 2 - kx);
-        for (int i = 0; i < CI; ++i) acc[i] += w[(o * CI + i) * 9 + ky * 3 + kx] * v;
-      }
-    }
-}
+// The 3x3 convolutions of a block of VL pixels (conv1: 2 -> WD, conv3: WD -> 4 plus the bias map, and the
+// transposed ones of the backward pass) are conv1_blocks / conv3_blocks / convT_blocks below, NB blocks at a time.
 
 // weight gradient of a 3x3 SAME conv: dw[o][i][k] += sum_p D[o](p) * X[i](p + k - 1), both padded planes
 template <int CO, int CI>
@@ -154,7 +115,7 @@ inline void wgrad3(const float* D, const float* X, const Geo& g, double* dw) {
 // Eval ops process EVAL_NB adjacent blocks of a row at once where the row has them: each weight broadcast then feeds
 // EVAL_NB multiply-adds (the per-lane order of the sums is that of one block, so the values do not change). With
 // 8-lane registers (AVX2) two blocks measured 11-22% faster for sampling; with 16 lanes it did not help. The
-// training kernels' convolution passes use the same grouping (conv1_row, conv3_row).
+// training kernels' convolution passes use the same grouping (conv1_row, conv3_row, convT_row).
 #ifndef EVAL_NB
 #if VL < 16
 #define EVAL_NB 2
@@ -289,6 +250,41 @@ inline void conv3_row(const float* R, const float* w3, const float* bm, const Ge
   for (; k < g.nb; ++k) {
     vf acc[1][4];
     conv3_blocks<WD, 1>(R, w3, bm, g, r, k * VL, acc);
+    f(k, acc[0]);
+  }
+}
+
+template <int CO, int CI, int NB>
+inline void convT_blocks(const float* D, const float* w, const Geo& g, int r, int x0, vf (*acc)[CI]) {
+  for (int n = 0; n < NB; ++n)
+    for (int i = 0; i < CI; ++i) acc[n][i] = splat(0.0f);
+  for (int o = 0; o < CO; ++o)
+    for (int ky = 0; ky < 3; ++ky) {
+      const float* row = D + o * g.S + (int64_t)(r + 2 - ky) * g.P + x0;
+      for (int kx = 0; kx < 3; ++kx) {
+        vf v[NB];
+        for (int n = 0; n < NB; ++n) v[n] = ldv(row + 2 - kx + n * VL);
+        for (int i = 0; i < CI; ++i) {
+          const float wk = w[(o * CI + i) * 9 + ky * 3 + kx];
+          for (int n = 0; n < NB; ++n) acc[n][i] += wk * v[n];
+        }
+      }
+    }
+}
+
+// f(k, acc) for every block k of row r in order, acc the transposed convolution of the block:
+// out[i] = sum_o sum_k w[o][i][k] D[o](p - k + 1), D padded planes (CO of them)
+template <int CO, int CI, class F>
+inline void convT_row(const float* D, const float* w, const Geo& g, int r, F&& f) {
+  int k = 0;
+  for (; k + EVAL_NB <= g.nb; k += EVAL_NB) {
+    vf acc[EVAL_NB][CI];
+    convT_blocks<CO, CI, EVAL_NB>(D, w, g, r, k * VL, acc);
+    for (int n = 0; n < EVAL_NB; ++n) f(k + n, acc[n]);
+  }
+  for (; k < g.nb; ++k) {
+    vf acc[1][CI];
+    convT_blocks<CO, CI, 1>(D, w, g, r, k * VL, acc);
     f(k, acc[0]);
   }
 }
@@ -693,11 +689,8 @@ void unc_train_bwd(const float* x, const float* prm, const double* stats, const 
       for (int i = 0; i < WD; ++i) s1[i] = s2[i] = splat(0.0f);
       float* Db = D + (int64_t)b * WD * g.HWr;
       for (int r = 0; r < H; ++r)
-        for (int k = 0; k < g.nb; ++k) {
-          int x0 = k * VL;
-          vf dr[WD];
-          convT_block<4, WD>(DH, u.w3, g, r, x0, dr);
-          const int64_t q = (int64_t)r * g.Wr + x0;
+        convT_row<4, WD>(DH, u.w3, g, r, [&](int k, const vf* dr) {
+          const int64_t q = (int64_t)r * g.Wr + k * VL;
           for (int i = 0; i < WD; ++i) {
             vf n2 = ldv(N2b + i * g.HWr + q);
             vf d = sel(n2 > 0.0f, dr[i], 0.0f);  // n2 is 0 on invalid lanes
@@ -705,7 +698,7 @@ void unc_train_bwd(const float* x, const float* prm, const double* stats, const 
             s1[i] += d;
             s2[i] += d * n2;
           }
-        }
+        });
       for (int i = 0; i < WD; ++i) {
         sums[i] += hsumd(s1[i]);
         sums[WD + i] += hsumd(s2[i]);
@@ -807,10 +800,8 @@ void unc_train_bwd(const float* x, const float* prm, const double* stats, const 
       vf gM[16];
       for (int i = 0; i < 16; ++i) gM[i] = splat(0.0f);
       for (int r = 0; r < H; ++r)
-        for (int k = 0; k < g.nb; ++k) {
+        convT_row<WD, 2>(DA, u.w1, g, r, [&](int k, const vf* dxa) {
           int x0 = k * VL, nn = std::min(VL, W - x0);
-          vf dxa[2];
-          convT_block<WD, 2>(DA, u.w1, g, r, x0, dxa);
           const int64_t pix = (int64_t)r * W + x0;
           vf dy[4], xin[4];
           dy[0] = ld_tail(dz + off + pix, nn) + dxa[0];
@@ -828,7 +819,7 @@ void unc_train_bwd(const float* x, const float* prm, const double* stats, const 
             vf v = u.M[i] * dy[0] + u.M[4 + i] * dy[1] + u.M[8 + i] * dy[2] + u.M[12 + i] * dy[3];
             st_tail(dx + off + i * g.HW + pix, v, nn);
           }
-        }
+        });
       for (int i = 0; i < 16; ++i) gs[oM + i] += hsumd(gM[i]);
     }
   }
