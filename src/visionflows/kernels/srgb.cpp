@@ -74,32 +74,42 @@ struct Planes {  // one sample's padded planes: x[3], y[3], masked x[3] and 1 - 
   float *x[3], *y[3], *xm[3], *keep, *h[16];
 };
 
-template <int WD>
-double cac(Planes& pl, const float* net, float e, bool inverse, const Geo& g) {
-  const float* in[4] = {pl.x[0], pl.y[0], pl.y[1], pl.y[2]};
-  hidden<4, WD>(in, net, pl.h, g);
-  const float* w3 = net + WD * 4 * 9 + WD + WD * WD + WD;
-  const float lam = w3[4 * WD * 9];
-  const float* bm = w3 + 4 * WD * 9 + 1;
+// The affine step of a coupling whose net reads the CI planes `in`: h = net(in) = [t(K), r(K)], l = lam tanh(r) e, and
+// channels first..first+K-1 of x become x exp(l) + t (inverse: (x - t) exp(-l)) where the mask holds: the valid
+// pixels (CAC) or those of one checkerboard colour (CHECKER: SPC, colour `parity`). Returns the log-det of the direction run.
+template <int WD, int CI, int K, bool CHECKER>
+double coupling(Planes& pl, const float* const* in, int first, const float* net, float e, int parity, bool inverse,
+                const Geo& g) {
+  hidden<CI, WD>(in, net, pl.h, g);
+  const float* w3 = net + WD * CI * 9 + WD + WD * WD + WD;
+  const float lam = w3[2 * K * WD * 9];
+  const float* bm = w3 + 2 * K * WD * 9 + 1;
   const float le = lam * e;
   double ld = 0.0;
   for (int r = 0; r < g.H; ++r)
     for (int x0 = 0; x0 < g.Wr; x0 += VL) {
-      vf h[4];
-      conv3<WD, 4>(pl.h, w3, nullptr, g, r, x0, h);
-      const vi ok = valid(g, x0);
+      vf h[2 * K];
+      conv3<WD, 2 * K>(pl.h, w3, nullptr, g, r, x0, h);
+      vi act = valid(g, x0);
+      if constexpr (CHECKER) act = act & (((lanes() + (r + x0 + parity)) & 1) == 0);
       vf lsum = splat(0.0f);
-      for (int c = 0; c < 2; ++c) {
+      for (int c = 0; c < K; ++c) {
         const vf t = h[c] + ldv(bm + ((long)c * g.H + r) * g.Wr + x0);
-        const vf l = sel(ok, le * v_tanh(h[c + 2] + ldv(bm + ((long)(c + 2) * g.H + r) * g.Wr + x0)), 0.0f);
-        float* p = pl.x[c + 1] + g.at(r, x0);
-        const vf v = ldv(p);
-        stv(p, sel(ok, inverse ? (v - t) * v_exp(-l) : v * v_exp(l) + t, 0.0f));
+        const vf l = sel(act, le * v_tanh(h[c + K] + ldv(bm + ((long)(c + K) * g.H + r) * g.Wr + x0)), 0.0f);
+        float* p = pl.x[first + c] + g.at(r, x0);
+        const vf v = ldv(p);  // zero on the tail lanes, which stay zero
+        stv(p, sel(act, inverse ? (v - t) * v_exp(-l) : v * v_exp(l) + t, v));
         lsum += l;
       }
       ld += hsumd(lsum);
     }
   return inverse ? -ld : ld;
+}
+
+template <int WD>
+double cac(Planes& pl, const float* net, float e, bool inverse, const Geo& g) {
+  const float* in[4] = {pl.x[0], pl.y[0], pl.y[1], pl.y[2]};
+  return coupling<WD, 4, 2, false>(pl, in, 1, net, e, 0, inverse, g);
 }
 
 template <int WD>
@@ -113,29 +123,7 @@ double spc(Planes& pl, const float* net, float e, int parity, bool inverse, cons
       stv(pl.keep + o, sel(ok & ~m, splat(1.0f), 0.0f));
     }
   const float* in[7] = {pl.xm[0], pl.xm[1], pl.xm[2], pl.y[0], pl.y[1], pl.y[2], pl.keep};
-  hidden<7, WD>(in, net, pl.h, g);
-  const float* w3 = net + WD * 7 * 9 + WD + WD * WD + WD;
-  const float lam = w3[6 * WD * 9];
-  const float* bm = w3 + 6 * WD * 9 + 1;
-  const float le = lam * e;
-  double ld = 0.0;
-  for (int r = 0; r < g.H; ++r)
-    for (int x0 = 0; x0 < g.Wr; x0 += VL) {
-      vf h[6];
-      conv3<WD, 6>(pl.h, w3, nullptr, g, r, x0, h);
-      const vi act = valid(g, x0) & (((lanes() + (r + x0 + parity)) & 1) == 0);
-      vf lsum = splat(0.0f);
-      for (int c = 0; c < 3; ++c) {
-        const vf t = h[c] + ldv(bm + ((long)c * g.H + r) * g.Wr + x0);
-        const vf l = sel(act, le * v_tanh(h[c + 3] + ldv(bm + ((long)(c + 3) * g.H + r) * g.Wr + x0)), 0.0f);
-        float* p = pl.x[c] + g.at(r, x0);
-        const vf v = ldv(p);
-        stv(p, sel(act, inverse ? (v - t) * v_exp(-l) : v * v_exp(l) + t, v));
-        lsum += l;
-      }
-      ld += hsumd(lsum);
-    }
-  return inverse ? -ld : ld;
+  return coupling<WD, 7, 3, true>(pl, in, 0, net, e, parity, inverse, g);
 }
 
 void elementwise(Planes& pl, const int* op, const float* params, const float* ps, bool inverse, const Geo& g) {
