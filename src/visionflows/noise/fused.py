@@ -92,15 +92,24 @@ def _flat_state(transform: Compose) -> tuple[list[Tensor], list[Tensor]]:
     return list(params.values()), buffers
 
 
-def fast_path_reason(transform: Compose, x: Tensor, context: Any,
-                     params: list[Tensor] | None = None) -> str | None:
-    """Why ``transform(x, context)`` would take the plain PyTorch path (``None``: it takes the kernels)."""
+def mode_reason(transform: Compose) -> str | None:
+    """Why no native kernel may run in the current mode, whatever the inputs (``None``: one may): switched off,
+    compiling or tracing, or inside a functorch transform. Shared by the raw and the sRGB Noise Flow kernels."""
     if not getattr(transform, "use_kernels", True):
         return "use_kernels is False"
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return "compiling or tracing"
     if torch._C._functorch.peek_interpreter_stack() is not None:
         return "inside a torch.func transform (vmap, grad, jacrev, ...)"
+    return None
+
+
+def fast_path_reason(transform: Compose, x: Tensor, context: Any,
+                     params: list[Tensor] | None = None) -> str | None:
+    """Why ``transform(x, context)`` would take the plain PyTorch path (``None``: it takes the kernels)."""
+    reason = mode_reason(transform)
+    if reason is not None:
+        return reason
     if not _is_plain(x) or x.dim() != 4 or x.shape[1] != 4 or x.shape[0] == 0 or x.shape[2] * x.shape[3] == 0:
         return "input is not a non-empty float32 CPU tensor [B, 4, H, W]"
     if not isinstance(context, NoiseContext) or not _is_plain(context.clean) or context.clean.shape != x.shape:

@@ -34,7 +34,7 @@ from torch.autograd.function import once_differentiable
 from visionflows import kernels
 from visionflows.flows import Compose, logdet_dtype
 from visionflows.flows.conv1x1 import _Conv1x1Base
-from visionflows.noise.fused import plain_path_gradients
+from visionflows.noise.fused import _is_plain, mode_reason, plain_path_gradients
 from visionflows.noise.srgb.context import SRGBContext
 from visionflows.noise.srgb.layers import (
     ActNorm2d,
@@ -115,11 +115,6 @@ def _structure_ok(transform: Compose) -> bool:
     return cached[1]
 
 
-def _is_plain(t: Any) -> bool:
-    return ((type(t) is Tensor or type(t) is nn.Parameter) and t.dtype == torch.float32 and t.device.type == "cpu"
-            and t.layout == torch.strided)
-
-
 class _State:
     """One walk over the transform's modules: whether any trains, its parameters and buffers (no duplicates)."""
 
@@ -144,12 +139,9 @@ class _State:
 
 def fast_path_reason(transform: Compose, x: Tensor, context: Any, state: _State | None = None) -> str | None:
     """Why ``transform(x, context)`` (or its inverse) would take the plain PyTorch path (``None``: the kernel)."""
-    if not getattr(transform, "use_kernels", True):
-        return "use_kernels is False"
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
-        return "compiling or tracing"
-    if torch._C._functorch.peek_interpreter_stack() is not None:
-        return "inside a torch.func transform (vmap, grad, jacrev, ...)"
+    reason = mode_reason(transform)
+    if reason is not None:
+        return reason
     if not _is_plain(x) or x.dim() != 4 or x.shape[1] != 3 or x.numel() == 0:
         return "input is not a non-empty float32 CPU tensor [B, 3, H, W]"
     if not isinstance(context, SRGBContext) or not _is_plain(context.clean) or context.clean.shape != x.shape:
