@@ -52,7 +52,7 @@ def test_g_matrix_interpolates_the_points() -> None:
 
 @needs_kernels
 @pytest.mark.parametrize("b, h, w, c, co", [(2, 16, 16, 128, 128), (3, 7, 9, 16, 10), (2, 5, 13, 20, 33),
-                                            (1, 4, 4, 128, 10), (1, 1, 6, 17, 3)])
+                                            (1, 4, 4, 128, 10), (1, 1, 6, 17, 3), (2, 6, 10, 6, 24)])
 @pytest.mark.parametrize("relu", [False, True])
 def test_conv_matches_direct_float64(b: int, h: int, w: int, c: int, co: int, relu: bool) -> None:
     gen = torch.Generator().manual_seed(b * 1000 + h * 10 + c)
@@ -222,20 +222,21 @@ def test_without_kernels_the_direct_path_runs(monkeypatch: pytest.MonkeyPatch) -
 
 
 @needs_kernels
-def test_chunked_batches_match_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("c, co", [(24, 20), (24, 10), (6, 20)])  # wide; narrow output (transposed products)
+def test_chunked_batches_match_one_chunk(monkeypatch: pytest.MonkeyPatch, c: int, co: int) -> None:
     """Batches larger than the scratch budget run chunk by chunk of images, with the same values and gradients."""
     gen = torch.Generator().manual_seed(4)
-    x = torch.randn(5, 8, 12, 24, generator=gen)
-    weight = 0.1 * torch.randn(20, 24, 3, 3, generator=gen)
-    bias = torch.randn(20, generator=gen)
-    gy = torch.randn(5, 8, 12, 20, generator=gen)
+    x = torch.randn(5, 8, 12, c, generator=gen)
+    weight = 0.1 * torch.randn(co, c, 3, 3, generator=gen)
+    bias = torch.randn(co, generator=gen)
+    gy = torch.randn(5, 8, 12, co, generator=gen)
     results = []
-    for budget in (wg.CHUNK_VALUES, 36 * 6 * 24 * 2):  # one chunk; two images per chunk (3 chunks)
+    for budget in (wg.CHUNK_VALUES, 36 * 6 * max(c, co) * 2):  # one chunk; two images per chunk (3 chunks)
         monkeypatch.setattr(wg, "CHUNK_VALUES", budget)
         xs, ws, bs = (t.clone().requires_grad_() for t in (x, weight, bias))
         y = wg.winograd_conv3x3(xs, ws, bs, relu=True)
         (y * gy).sum().backward()
         results.append((y.detach(), xs.grad, ws.grad, bs.grad))
-    assert len(wg._chunks(5, 8, 12, 24)) == 3
+    assert len(wg._chunks(5, 8, 12, max(c, co))) == 3
     for a, b in zip(*results):  # the weight gradient is summed in another order across chunks
         torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-5 * float(b.abs().max()))

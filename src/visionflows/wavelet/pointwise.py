@@ -56,6 +56,26 @@ def _forward(rows: Tensor, weight: Tensor, bias: Tensor | None, skip: Tensor | N
     return y
 
 
+#: a product whose output has fewer columns than this is formed in the layout MKL handles well (see below)
+NARROW = 16
+
+
+def _narrow_mm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` (``b [K, N]`` contiguous); for a narrow ``N`` with ``b`` passed column-major (MKL's kernels for a
+    few output columns and a row-major ``b`` ran ~2x slower: [4096, 128] @ [128, 7] 0.37 vs 0.16 ms)."""
+    if b.shape[1] < NARROW:
+        return torch.mm(a, b.t().contiguous().t())
+    return torch.mm(a, b)
+
+
+def _weight_grad(dz: Tensor, rows: Tensor) -> Tensor:
+    """``dzᵀ @ rows [C_out, C_in]``; for a narrow ``C_in`` as ``(rowsᵀ @ dz)ᵀ``, whose product has ``C_out``
+    columns (3x faster for [4096, 128]ᵀ @ [4096, 7]), copied back to a contiguous ``[C_out, C_in]``."""
+    if rows.shape[1] < NARROW:
+        return torch.mm(rows.t(), dz).t().contiguous()
+    return torch.mm(dz.t(), rows)
+
+
 class _LinearEpilogue(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows: Tensor, weight: Tensor, bias: Tensor | None, skip: Tensor | None,  # type: ignore[override]
@@ -82,8 +102,8 @@ class _LinearEpilogue(torch.autograd.Function):
             scratch = torch.empty(max(nt, 1), c, dtype=torch.float64) if db is not None else None
             _lib().pw_epilogue_adj(dy.data_ptr(), y.data_ptr(), int(ctx.relu), dz.data_ptr(), _ptr(db),
                                    _ptr(scratch), n, c, nt)
-        drows = torch.mm(dz, weight) if want[0] else None
-        dw = torch.mm(dz.t(), rows) if want[1] else None
+        drows = _narrow_mm(dz, weight) if want[0] else None
+        dw = _weight_grad(dz, rows) if want[1] else None
         dskip = dz if ctx.has_skip and want[3] else None
         return drows, dw, db, dskip, None
 
