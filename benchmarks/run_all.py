@@ -178,11 +178,14 @@ def render_gpu(d: dict) -> list[str]:
 RENDERERS = {
     "gpu": render_gpu, "gpu_cuda": render_gpu,
     "glow_block": render_glow, "glow_block_cuda": render_glow,
-    "noiseflow": render_noiseflow, "noiseflow_epyc": render_noiseflow, "noiseflow_cuda": render_noiseflow,
-    "wavelet": render_wavelet, "wavelet_epyc": render_wavelet, "wavelet_cuda": render_wavelet,
+    "noiseflow": render_noiseflow, "noiseflow_epyc": render_noiseflow, "noiseflow_zen4": render_noiseflow,
+    "noiseflow_cuda": render_noiseflow,
+    "wavelet": render_wavelet, "wavelet_epyc": render_wavelet, "wavelet_zen4": render_wavelet,
+    "wavelet_cuda": render_wavelet,
     "wavelet_vs_glow": render_wvg, "wavelet_parallel": render_wavelet_parallel, "denoise": render_denoise,
-    "denoise_epyc": render_denoise,
-}  # *_epyc: the same benchmarks on the AVX2 EPYC machine (the plain names hold the AVX-512 Xeon runs)
+    "denoise_epyc": render_denoise, "denoise_zen4": render_denoise,
+}  # *_epyc: the same benchmarks on the AVX2 EPYC (Zen 3); *_zen4: on an AVX-512 EPYC (Zen 4); the plain names
+#   hold the AVX-512 Xeon runs
 
 
 def render() -> str:
