@@ -524,6 +524,13 @@ def _env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
 
 
+def _sigint_default() -> None:
+    """Run in the child before exec: Ctrl-C's default action, as in a terminal. A test run started in the
+    background (``cmd &`` without job control) inherits SIGINT *ignored*, and Python then installs no
+    KeyboardInterrupt handler, so the child would never see the signal this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -574,7 +581,8 @@ def test_ctrl_c_then_resume_matches_uninterrupted(tmp_path):
     subprocess.run([sys.executable, str(SCRIPT), str(ref), str(steps), "--dump", str(tmp_path / "ref.pt")],
                    check=True, env=_env())
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(run), str(steps), "--sleep", "0.3"], env=_env())
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(run), str(steps), "--sleep", "0.3"], env=_env(),
+                            preexec_fn=_sigint_default)
     _wait_for(run / "checkpoints" / "step-00000004" / "state.pt", proc)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)

@@ -292,8 +292,11 @@ def test_killing_the_parent_leaves_no_worker_behind(tmp_path, sig):
     script.write_text(_PARENT)
     run = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    # SIGINT at its default action in the child, as in a terminal: a test run started in the background inherits
+    # it ignored, and Python then installs no KeyboardInterrupt handler
     proc = subprocess.Popen([sys.executable, str(script), str(run), _folder(tmp_path)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     worker = None
     deadline = time.monotonic() + 90
     try:
