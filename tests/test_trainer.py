@@ -214,3 +214,56 @@ def test_glow_adamax_native_update_matches_pytorch_ops(monkeypatch: pytest.Monke
     for a, b in zip(native, plain):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, equal_nan=True)
     assert torch.isnan(native[1][0]) and torch.isnan(native[3][0]) and not torch.isnan(native[1][1:]).any()
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_is_fused_where_supported_and_takes_the_same_steps(name: str):
+    """``build_optimizer`` takes PyTorch's fused Adam/AdamW where it exists for the parameters (CPU float32 with
+    torch >= 2.4): the same trajectory as the default implementation to float32 rounding."""
+    from visionflows.training import build_optimizer
+
+    def run(fused_ok: bool) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in [(300, 40), (7,)]]
+        if fused_ok:
+            opt = build_optimizer(name, params, 1e-2, None, 0.01)
+        else:
+            cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+            opt = cls(params, lr=1e-2, weight_decay=0.01)
+        for _ in range(5):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        return [p.detach().clone() for p in params], opt
+
+    built, opt = run(True)
+    plain, _ = run(False)
+    assert opt.defaults.get("fused") is (True if _fused_cpu_adam() else None)
+    for a, b in zip(built, plain):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _fused_cpu_adam() -> bool:
+    try:
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], fused=True)
+        return True
+    except (RuntimeError, TypeError, ValueError):
+        return False
+
+
+def test_adam_falls_back_where_fused_is_not_supported(monkeypatch: pytest.MonkeyPatch):
+    """Without a fused kernel (older PyTorch on the CPU, other devices) the default implementation is used."""
+    from visionflows.training import build_optimizer
+
+    real = torch.optim.Adam
+
+    class NoFused(real):  # type: ignore[misc, valid-type]
+        def __init__(self, params, fused=None, **kw):  # noqa: ANN001
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be on a supported device")
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", NoFused)
+    opt = build_optimizer("adam", (p for p in [torch.nn.Parameter(torch.zeros(3))]), 1e-3, None, 0.0)
+    assert isinstance(opt, NoFused) and not opt.defaults.get("fused")
+    assert len(opt.param_groups[0]["params"]) == 1  # a generator of parameters is not consumed by the first try

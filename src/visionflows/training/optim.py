@@ -109,16 +109,26 @@ def linear_warmup(warmup_steps: int):
     return factor
 
 
+def _fused_if_supported(cls: type[torch.optim.Optimizer], params: list, **kwargs) -> torch.optim.Optimizer:
+    """``cls(params, fused=True, **kwargs)`` where this PyTorch has the fused kernel for the parameters' device and
+    dtype (CPU since torch 2.4, CUDA), else the default implementation. Same update rule: the fused kernel reads
+    each tensor once instead of running a dozen elementwise ops per tensor (Noise Flow's 93 parameter tensors:
+    2.0 → 0.35 ms per step on a 2-core EPYC)."""
+    try:
+        return cls(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype, or torch < 2.4 on the CPU
+        return cls(params, **kwargs)
+
+
 def build_optimizer(
     name: str, params: Iterable[Tensor], lr: float, betas: tuple[float, float] | None, weight_decay: float
 ) -> torch.optim.Optimizer:
     """``adam`` | ``adamw`` | ``adamax_glow`` (see :class:`GlowAdamax`)."""
     from visionflows.errors import ConfigError
 
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas or (0.9, 0.999), weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=betas or (0.9, 0.999), weight_decay=weight_decay)
+    if name in ("adam", "adamw"):
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return _fused_if_supported(cls, list(params), lr=lr, betas=betas or (0.9, 0.999), weight_decay=weight_decay)
     if name == "adamax_glow":
         return GlowAdamax(params, lr=lr, betas=betas or (0.9, 1.0 - 1.0 / 782.0))
     raise ConfigError(f"unknown optimizer {name!r}.", "use one of: adam, adamw, adamax_glow.")
