@@ -1,7 +1,8 @@
 """Shared pytest fixtures.
 
 ``shared_dir`` points at ``../shared`` next to the checkout (override with ``VISIONFLOWS_SHARED``). Tests that
-need it skip with a reason when it is absent, and fail instead when ``VISIONFLOWS_REQUIRE_SHARED=1``.
+need it skip with a reason when it is absent, and fail instead when ``VISIONFLOWS_REQUIRE_SHARED=1``; so do tests
+needing a file inside it, an installed extra or a C++ compiler (``_require.py``).
 
 Marks: only those registered in pyproject.toml (``slow``, plus pytest's own) are allowed, even when
 ``--strict-markers`` is dropped from the command line. Tests that take longer than ``VISIONFLOWS_SLOW_SECONDS``
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from _require import _kernels_required  # noqa: F401  (fixture of the needs_kernels mark)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

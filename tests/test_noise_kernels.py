@@ -12,13 +12,10 @@ import textwrap
 import pytest
 import torch
 
+from _require import needs_kernels, require_kernels
 from visionflows import kernels
 from visionflows.noise import NoiseFlow, create_model
 from visionflows.noise.fused import NoiseFlowTransform, fast_path_reason, kernel_library
-
-needs_kernels = pytest.mark.skipif(kernels.compiler() is None or os.environ.get("VISIONFLOWS_KERNELS") == "0",
-                                   reason="no C++ compiler on this machine (or VISIONFLOWS_KERNELS=0): the kernels "
-                                          "cannot be built and the plain path is the only one")
 
 
 def _random_model(arch: str = "noiseflow", seed: int = 0, width: int = 4, **kw) -> NoiseFlow:
@@ -62,10 +59,7 @@ def _close(actual, expected, what, rtol=2e-5, atol=1e-5):
 
 
 def test_kernel_builds_where_a_compiler_exists():
-    if kernels.compiler() is None:
-        pytest.skip("no C++ compiler on this machine: the plain path is used (see the no-compiler test)")
-    if os.environ.get("VISIONFLOWS_KERNELS") == "0":
-        pytest.skip("VISIONFLOWS_KERNELS=0")
+    require_kernels()  # no compiler: the plain path is used (see the no-compiler test)
     assert kernel_library() is not None, kernels.build_error("noiseflow")
 
 

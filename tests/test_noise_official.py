@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from _require import missing
 from visionflows.noise import NoiseFlow, load_official
 from visionflows.noise.official import lower_from_vector, upper_from_vector
 
@@ -14,7 +15,7 @@ from visionflows.noise.official import lower_from_vector, upper_from_vector
 def anchors(shared_dir):
     path = shared_dir / "anchors" / "noiseflow_official"
     if not (path / "test_vectors.npz").is_file():
-        pytest.skip(f"no Noise Flow anchors at {path}")
+        missing(f"the Noise Flow anchors ({path / 'test_vectors.npz'})", "restore ../shared/anchors/noiseflow_official")
     return path
 
 

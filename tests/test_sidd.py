@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from _require import missing
 from visionflows.data.sidd import (
     OFFICIAL_TEST_INSTANCES,
     OFFICIAL_TRAIN_INSTANCES,
@@ -33,7 +34,7 @@ N6 = "0095_005_N6_00400_00200_3200_L"
 def meta_dir(shared_dir: Path) -> Path:
     path = shared_dir / "data" / "sidd_metadata"
     if not (path / S6).is_dir():
-        pytest.skip(f"SIDD metadata not found in {path}")
+        missing(f"SIDD metadata ({path / S6})", "restore ../shared/data/sidd_metadata")
     return path
 
 

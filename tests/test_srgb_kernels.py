@@ -4,20 +4,16 @@ samples and log-dets to float32 rounding for every arch token, norm and width on
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 import torch
 
+from _require import needs_kernels
 from visionflows import kernels
 from visionflows.denoise import ModelSource
 from visionflows.noise.srgb import SRGBNoiseFlow
 from visionflows.noise.srgb.fused import SRGBFlowTransform, fast_path_reason, kernel_library
 from visionflows.noise.srgb.model import DEFAULT_ARCH, SDL_ARCH, SPATIAL_ARCH
-
-needs_kernels = pytest.mark.skipif(kernels.compiler() is None or os.environ.get("VISIONFLOWS_KERNELS") == "0",
-                                   reason="no C++ compiler on this machine (or VISIONFLOWS_KERNELS=0): the kernel "
-                                          "cannot be built and the plain path is the only one")
 
 CAMERAS, ISOS = ["d800", "ip", "s6"], [100, 800, 3200]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _require import missing
 from visionflows.errors import CheckpointError
 from visionflows.io.tf_bundle import crc32c, masked_crc32c, read_tf_checkpoint
 
@@ -18,7 +19,8 @@ PREFIX = "model.ckpt.best"
 def official(shared_dir: Path) -> Path:
     path = shared_dir / "anchors" / "noiseflow_official"
     if not (path / f"{PREFIX}.index").is_file():
-        pytest.skip(f"official checkpoint not found in {path}")
+        missing(f"the official checkpoint ({path / (PREFIX + '.index')})",
+                "restore ../shared/anchors/noiseflow_official")
     return path
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _require import needs_kernels
 from visionflows import kernels
 from visionflows.errors import CheckpointError, ConfigError, OutputError
 from visionflows.glow import GlowImageTask
@@ -185,8 +186,7 @@ def test_glow_adamax_matches_reference_update():
     torch.testing.assert_close(w.detach(), ref)
 
 
-@pytest.mark.skipif(kernels.compiler() is None or os.environ.get("VISIONFLOWS_KERNELS") == "0",
-                    reason="no C++ compiler on this machine (or VISIONFLOWS_KERNELS=0): no native update to test")
+@needs_kernels
 def test_glow_adamax_native_update_matches_pytorch_ops(monkeypatch: pytest.MonkeyPatch):
     """The one-pass kernel (float32 CPU parameters) and the PyTorch ops give the same trajectory to float32
     rounding, for large and small parameters, a non-contiguous one (PyTorch path) and a NaN gradient (propagated)."""

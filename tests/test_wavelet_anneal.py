@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from _require import require_module
 from visionflows.errors import ConfigError, InputError
 from visionflows.flows import AffineCoupling
 from visionflows.wavelet import WaveletLevel, create_model
@@ -124,8 +125,9 @@ def test_full_model_annealed_sampling_is_deterministic_and_reports(method):
     assert [s.level for s in model.last_anneal_stats.levels] == [2, 3]
 
 
+@pytest.mark.slow
 def test_official_nuts_settings_run_through_pyro():
-    pytest.importorskip("pyro")
+    require_module("pyro", "test")
     cfg = AnnealConfig.official(num_results=4, num_adaptation=2, max_tree_depth=3, progress=False)
     assert (cfg.method, cfg.step_size, cfg.target_accept) == ("nuts", 0.01, 0.6)
     assert AnnealConfig.official().num_results == 40 and AnnealConfig.official().max_tree_depth == 10

@@ -4,17 +4,12 @@ rows (the residual block's case); bad inputs."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
+from _require import needs_kernels
 from visionflows import kernels
 from visionflows.wavelet import pointwise as pw
-
-needs_kernels = pytest.mark.skipif(kernels.compiler() is None or os.environ.get("VISIONFLOWS_KERNELS") == "0",
-                                   reason="no C++ compiler on this machine (or VISIONFLOWS_KERNELS=0): the kernels "
-                                          "cannot be built")
 
 
 @needs_kernels

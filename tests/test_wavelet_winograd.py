@@ -5,21 +5,17 @@ and its adjoint; the no-grad path; the coupling network and a level against thei
 from __future__ import annotations
 
 import copy
-import os
 from fractions import Fraction
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from _require import needs_kernels
 from visionflows import kernels
 from visionflows.wavelet import winograd as wg
 from visionflows.wavelet.level import WaveletLevel
 from visionflows.wavelet.nets import CouplingNet
-
-needs_kernels = pytest.mark.skipif(kernels.compiler() is None or os.environ.get("VISIONFLOWS_KERNELS") == "0",
-                                   reason="no C++ compiler on this machine (or VISIONFLOWS_KERNELS=0): the kernels "
-                                          "cannot be built and the direct convolutions are the only path")
 
 
 def _set_winograd(module: torch.nn.Module, on: bool) -> None:
