@@ -32,8 +32,15 @@ def test_logdet_stays_float32_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         z, ld = flow(x)
     assert ld.dtype == torch.float32
-    ref = flow(x)[1]
-    assert torch.allclose(ld, ref, rtol=5e-2, atol=0.5)
+    # at initialisation the couplings' zero convolutions give the same log-scales in bf16: equal log-dets
+    torch.testing.assert_close(ld, flow(x)[1])
+    with torch.no_grad():  # away from it, the bf16 networks move the log-det by bf16 rounding only (~4e-3 of ~15)
+        for p in flow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ld = flow(x)[1]
+    assert ld.dtype == torch.float32
+    torch.testing.assert_close(ld, flow(x)[1], rtol=0.0, atol=0.02)
 
 
 def _run(run_dir, steps: int = STEPS, quiet: bool = True, **cfg) -> TrainResult:

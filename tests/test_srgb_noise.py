@@ -165,12 +165,12 @@ def test_flow_api_save_load_and_unknown_conditioning(tmp_path):
 
 def test_baselines_fit_and_density():
     g = torch.Generator().manual_seed(0)
-    clean = torch.rand(64, 3, 16, 16, generator=g)
+    clean = torch.rand(512, 3, 32, 32, generator=g)  # 1.5 M values: the fit lands within 1% (a) and 6% (b)
     a, b = torch.tensor([20.0, 40.0, 60.0]), torch.tensor([4.0, 2.0, 1.0])
     var = a[None, :, None, None] * clean + b[None, :, None, None]
     noise = torch.randn(clean.shape, generator=g) * var.sqrt()
     h = SRGBHeteroscedasticNoise.fit(noise, clean)
-    assert torch.allclose(h.a, a, rtol=0.1) and torch.allclose(h.b, b, rtol=0.3, atol=0.6)
+    assert torch.allclose(h.a, a, rtol=0.05, atol=0.0) and torch.allclose(h.b, b, rtol=0.1, atol=0.0)
     gs = SRGBGaussianNoise.fit(noise)
     assert abs(float(gs.variance) - float(noise.var())) < 1e-3
     lp = gs.log_prob(noise[:2], clean[:2])

@@ -240,14 +240,14 @@ def test_all_levels_time_budget_is_shared_by_cost(tmp_path):
     from visionflows.wavelet.parallel import estimate_step_seconds
     from visionflows.wavelet.train import train_all_levels
 
-    t0 = time.monotonic()
     widths = (8, 8, 8, 256)
     out = train_all_levels("tiny_8", tmp_path / "r", parallel=1, levels=[0, 3], max_minutes=0.1, threads=1,
                            data=_folder(tmp_path), tensorboard=False, widths=widths)
-    wall = time.monotonic() - t0
-    assert wall < 6.0 + 2.0 and all(o.ok and o.steps_done > 0 for o in out.values())
+    assert all(o.ok and o.steps_done > 0 for o in out.values())
     assert sum(o.budget_minutes for o in out.values()) * 60 <= 6.0
     p = get_preset("tiny_8", widths=widths)
+    # the budget, not the step limit, ended the wide level (its 1,000 steps take far longer than its seconds)
+    assert out[3].steps_done < p.max_steps
     ratio = estimate_step_seconds(p, 3, threads=1) / estimate_step_seconds(p, 0, threads=1)
     assert ratio > 2
     # the wide level costs most: it goes first and gets more time (the last job also gets what the first left)

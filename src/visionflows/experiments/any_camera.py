@@ -124,24 +124,27 @@ def nll_floor(zoo: CameraZoo, test: SimulatedSidd, physics: SensorPhysics,
     return -total / m
 
 
-def _flows(data: SimulatedSidd, seconds: float, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _flows(data: SimulatedSidd, seconds: float, seed: int, max_steps: int = 5000
+           ) -> tuple[dict[str, Any], dict[str, Any]]:
     official = NoiseFlow(num_cameras=len(data.camera_names), seed=seed)
     nlf = create_model("noiseflow_nlf", seed=seed)
-    logs = {"Noise Flow (official arch)": train_flow(official, data, seconds, seed=seed),
-            "Noise Flow (measured params)": train_flow(nlf, data, seconds, seed=seed)}
+    logs = {"Noise Flow (official arch)": train_flow(official, data, seconds, max_steps, seed=seed),
+            "Noise Flow (measured params)": train_flow(nlf, data, seconds, max_steps, seed=seed)}
     return {"Noise Flow (official arch)": official, "Noise Flow (measured params)": nlf}, logs
 
 
 def effects_experiment(zoo: CameraZoo, pairs: Sequence[tuple[str, int]], effects: dict[str, SensorPhysics],
-                       n_train: int = 60, n_test: int = 30, seconds: float = 60.0, seed: int = 0) -> list[dict]:
-    """One row per effect: ``{effect, floor, models: {name: {nll, kl}}, training: {...}}`` (module docstring)."""
+                       n_train: int = 60, n_test: int = 30, seconds: float = 60.0, seed: int = 0,
+                       max_steps: int = 5000) -> list[dict]:
+    """One row per effect: ``{effect, floor, models: {name: {nll, kl}}, training: {...}}`` (module docstring);
+    each flow trains for ``seconds`` of wall clock or ``max_steps`` steps, whichever ends first."""
     rows = []
     for label, physics in effects.items():
         d = make_zoo_dataset(zoo, pairs, n_train, n_test, physics=physics, seed=seed)
         models: dict[str, Any] = fit_baselines(d["train"])
         models = {"Gaussian": models["Gaussian"], "Camera NLF (profile)": CameraNLF(),
                   "Heteroscedastic": models["Heteroscedastic"]}
-        flows, logs = _flows(d["train"], seconds, seed)
+        flows, logs = _flows(d["train"], seconds, seed, max_steps)
         models.update(flows)
         rows.append({"effect": label, "physics": physics.describe(), "floor": nll_floor(zoo, d["test"], physics),
                      "models": evaluate(models, d["test"], seed=seed), "training": logs,
@@ -164,15 +167,16 @@ def _pairs(zoo: CameraZoo, names: Sequence[str], isos: Sequence[int]) -> list[tu
 
 def zero_shot_experiment(zoo: CameraZoo, held_out: Sequence[str], train_cameras: Sequence[str],
                          physics: SensorPhysics, isos: Sequence[int] = (400, 1600, 3200), n_train: int = 60,
-                         n_test: int = 30, seconds: float = 60.0, seed: int = 0) -> dict[str, Any]:
+                         n_test: int = 30, seconds: float = 60.0, seed: int = 0, max_steps: int = 5000
+                         ) -> dict[str, Any]:
     """Zero-shot on ``held_out`` cameras (module docstring). Training images of the zoo flow are spread over
     ``train_cameras``; the camera-specific models see ``n_train`` images of the held-out cameras."""
     train_pairs, held_pairs = _pairs(zoo, train_cameras, isos), _pairs(zoo, held_out, isos)
     zoo_data = make_zoo_dataset(zoo, train_pairs, n_train, 0, physics=physics, seed=seed + 1)["train"]
     held = make_zoo_dataset(zoo, held_pairs, n_train, n_test, physics=physics, seed=seed)
     zero = create_model("noiseflow_nlf", seed=seed)
-    logs = {"zero-shot": train_flow(zero, zoo_data, seconds, seed=seed)}
-    specific, spec_logs = _flows(held["train"], seconds, seed)
+    logs = {"zero-shot": train_flow(zero, zoo_data, seconds, max_steps, seed=seed)}
+    specific, spec_logs = _flows(held["train"], seconds, seed, max_steps)
     logs.update(spec_logs)
     base = fit_baselines(held["train"])
     models = {"Camera NLF (profile)": CameraNLF(), "Heteroscedastic (fitted on them)": base["Heteroscedastic"],
