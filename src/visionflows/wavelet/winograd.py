@@ -134,6 +134,12 @@ class _Workspace(threading.local):
 
 _WS = _Workspace()
 
+# The workspace's transformed tiles: "in" holds the input side (V in the forward pass; dV, then V again, in the
+# backward pass, whose uses do not overlap), "out" the output side (M, dM). Sharing them keeps the buffers a step
+# touches at 14 MB instead of 24 for 256 tiles of 128 channels, more of it in the 32 MB L3 (0.7–6% faster steps
+# in interleaved A/Bs on a 2-core EPYC Zen 4).
+_IN, _OUT = "in", "out"
+
 
 def _transform_weight(lib: ctypes.CDLL, weight: Tensor, scale: Tensor | None, out: Tensor, nt: int) -> Tensor:
     """``U`` of ``weight · scale`` (contiguous float32 ``[C_out, C_in, 3, 3]`` and ``[C_out]``) into ``out``."""
@@ -186,9 +192,9 @@ def _forward(x: Tensor, weight: Tensor, scale: Tensor | None, bias: Tensor | Non
     pix = h * w
     for b0, b1 in _chunks(b, h, w, max(c, co)):
         n, t = b1 - b0, _tiles(b1 - b0, h, w)
-        v = _WS.get("v", 36, t, c)
+        v = _WS.get(_IN, 36, t, c)
         lib.wg_in(x.data_ptr() + 4 * b0 * pix * c, v.data_ptr(), n, h, w, c, nt)
-        m = _bmm(v, u, _WS.get("m", 36, t, co))
+        m = _bmm(v, u, _WS.get(_OUT, 36, t, co))
         lib.wg_out(m.data_ptr(), _ptr(bias), int(relu), y.data_ptr() + 4 * b0 * pix * co, n, h, w, co, nt)
     return y
 
@@ -236,15 +242,15 @@ def _conv_backward(x: Tensor, weight: Tensor, scale: Tensor | None, y_mask: Tens
     db = torch.zeros(co) if want_b else None
     for i, (b0, b1) in enumerate(_chunks(b, h, w, max(c, co))):
         n, t = b1 - b0, _tiles(b1 - b0, h, w)
-        dm = _WS.get("dm", 36, t, co)
+        dm = _WS.get(_OUT, 36, t, co)
         lib.wg_out_adj(dy.data_ptr() + 4 * b0 * pix * co,
                        None if y_mask is None else y_mask.data_ptr() + 4 * b0 * pix * co, dm.data_ptr(), n, h, w, co,
                        nt)
         if want_x:
-            dv = _bmm(dm, u.transpose(1, 2), _WS.get("dv", 36, t, c))
+            dv = _bmm(dm, u.transpose(1, 2), _WS.get(_IN, 36, t, c))
             lib.wg_in_adj(dv.data_ptr(), dx.data_ptr() + 4 * b0 * pix * c, n, h, w, c, 0, nt)
         if want_w:
-            v = _WS.get("v", 36, t, c)
+            v = _WS.get(_IN, 36, t, c)  # dV is consumed: its buffer takes V
             lib.wg_in(x.data_ptr() + 4 * b0 * pix * c, v.data_ptr(), n, h, w, c, nt)
             _bmm(v.transpose(1, 2), dm, du, accumulate=i > 0)
         if want_b:
