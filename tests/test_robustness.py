@@ -312,6 +312,11 @@ def _cases() -> list:
     err("demo-official-ckpt-missing", ["demo", "--quick", "--run-dir", "{out}/d", "--official-ckpt", "{out}/ck"],
         "does not exist")
     err("demo-official-ckpt-folder", ["demo", "--quick", "--run-dir", "{out}/d", "--official-ckpt", "{folder}"], "")
+    # noise render: several images go into a folder --out
+    render2 = ["noise", "render", "{clean}", "{assets}/clean.npy", "--camera", "S6", "--out"]
+    err("noise-render-many-out-under-file", render2 + ["{file}/sub"], "not a folder")
+    err("noise-render-many-out-is-file", render2 + ["{file}"], "is a file")
+    err("noise-render-many-out-png", render2 + ["{out}/r11.png"], "names a PNG file")
     # ... and the clean ones stay clean
     ok("noise-sample-ok", SAMPLE, "noise_std")
     ok("noise-sample-temperature-0", SAMPLE + ["--temperature", "0"], "noise_std")
@@ -408,6 +413,53 @@ def test_umask_is_respected(assets, tmp_path, capsys):
         assert not (run / ".lock").exists()
     finally:
         os.umask(old)
+
+
+def _read_only(monkeypatch, folder: Path) -> None:
+    """``folder`` read-only, also for root (whom the permission bits do not stop): os.access denies writing."""
+    folder.chmod(0o555)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p).absolute() == folder.absolute()
+                        and mode & os.W_OK else real(p, mode, **kw))
+
+
+def test_render_into_a_read_only_folder_is_one_clear_error(assets, tmp_path, capsys, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _read_only(monkeypatch, ro)
+    try:
+        code = main(["noise", "render", assets["clean"], assets["clean"], "--camera", "S6", "--out", str(ro / "sub")])
+        err = capsys.readouterr().err
+        check_clean_error(code, err)
+        assert f"--out {ro / 'sub'}" in err and "not writable" in err, err
+        assert not list(ro.iterdir())
+    finally:
+        ro.chmod(0o755)
+
+
+def test_render_failing_midway_leaves_no_partial_folder(assets, tmp_path, capsys, monkeypatch):
+    import visionflows.io
+
+    real, calls = visionflows.io.atomic_write_bytes, []
+
+    def second_fails(path, data):  # noqa: ANN001
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(visionflows.io, "atomic_write_bytes", second_fails)
+    np.save(tmp_path / "b.npy", np.full((4, 8, 8), 0.5, np.float32))
+    for out in (tmp_path / "new", tmp_path / "existing"):
+        if out.name == "existing":
+            out.mkdir()
+            (out / "keep.txt").write_text("mine")
+        calls.clear()
+        code = main(["noise", "render", assets["clean"], str(tmp_path / "b.npy"), "--camera", "S6", "--out",
+                     str(out)])
+        check_clean_error(code, capsys.readouterr().err)
+        assert len(calls) == 2
+        assert not out.exists() if out.name == "new" else [q.name for q in out.iterdir()] == ["keep.txt"]
 
 
 # ------------------------------------------------------------------------------------------------ run dirs

@@ -224,6 +224,54 @@ def _render_sources(path: str, args: argparse.Namespace) -> list[tuple[str, obje
     return out
 
 
+#: file extensions of images: an --out ending in one names a file, not the folder several images need
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+
+
+def _check_render_out(out: Path, n: int) -> None:
+    """``--out`` of several images: a folder that can be created or written (checked before any rendering)."""
+    from visionflows.errors import OutputError
+    from visionflows.validation import check_output_dir
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, but there are {n} images to write.",
+                          "give a folder for several images.")
+    if not out.is_dir() and out.suffix.lower() in _IMAGE_SUFFIXES:
+        raise OutputError(f"--out {out} names a {out.suffix[1:].upper()} file, but there are {n} images to write "
+                          "(one PNG each, into a folder).",
+                          f"give a folder, e.g. --out {out.with_suffix('')}, or render one input at a time.")
+    check_output_dir(out, "--out")
+
+
+def _write_pngs(out: Path, images: list[tuple[str, bytes]]) -> list[str]:
+    """Write the encoded PNGs into the folder ``out`` (created if needed), each atomically; if one fails, the ones
+    written (and the folder, if created here) are removed again."""
+    import shutil
+
+    from visionflows.io import atomic_write_bytes
+    from visionflows.io.atomic import output_error
+
+    created = not out.exists()
+    written: list[Path] = []
+    try:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise output_error(out, err, "create folder") from err
+        for name, data in images:
+            target = out / f"{name}.png"
+            atomic_write_bytes(target, data)
+            written.append(target)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for target in written:
+                target.unlink(missing_ok=True)
+        raise
+    return [str(t) for t in written]
+
+
 def _render(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -234,24 +282,24 @@ def _render(args: argparse.Namespace) -> int:
     many = len(sources) > 1
     out = Path(args.out)
     if many:
-        if out.exists() and not out.is_dir():
-            raise InputError(f"--out {out} is a file, but there are {len(sources)} images to write.",
-                             "give a folder for several images.")
-        out.mkdir(parents=True, exist_ok=True)
+        _check_render_out(out, len(sources))
     else:
         check_output_file(out, "--out", suffixes=[".png"])
     gain = args.gain
     if gain is None:
         ref = _render_sources(args.reference, args)[0] if args.reference else sources[0]
         gain = render_mosaic(*ref[1:])[1]
-    written = []
+    images = []
     for name, mosaic, cmap, neutral, cm in sources:
         img, _ = render_mosaic(mosaic, cmap, neutral, cm, gain)
-        target = out / f"{name}.png" if many else out
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="PNG")
-        atomic_write_bytes(target, buf.getvalue())
-        written.append(str(target))
+        images.append((name, buf.getvalue()))
+    if many:
+        written = _write_pngs(out, images)
+    else:
+        atomic_write_bytes(out, images[0][1])
+        written = [str(out)]
     print(json.dumps({"out": written, "gain": gain}))
     return 0
 
