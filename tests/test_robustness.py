@@ -55,14 +55,14 @@ def _nan(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _pairs(folder: Path, n: int = 4, size: int = 40) -> Path:
+def _pairs(folder: Path, n: int = 4, size: int = 40, stem: str = "cam_iso100_{k}") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for k in range(n):
         clean = rng.integers(40, 200, (size, size, 3)).astype(np.uint8)
         noisy = np.clip(clean + rng.normal(0, 4, clean.shape).round(), 0, 255).astype(np.uint8)
-        Image.fromarray(clean).save(folder / f"cam_iso100_{k}_clean.png")
-        Image.fromarray(noisy).save(folder / f"cam_iso100_{k}_noisy.png")
+        Image.fromarray(clean).save(folder / f"{stem.format(k=k)}_clean.png")
+        Image.fromarray(noisy).save(folder / f"{stem.format(k=k)}_noisy.png")
     return folder
 
 
@@ -118,6 +118,12 @@ def assets(tmp_path_factory) -> dict[str, str]:
     a["imgs"] = d / "imgs"
     a["gt"] = d / "imgs" / "0.png"
     a["pairs"] = _pairs(d / "pairs")
+    a["nocam"] = _pairs(d / "nocam", stem="{k}")  # no camera labels in the names
+    a["twocams"] = _pairs(d / "twocams", n=3, stem="cama_iso100_{k}")
+    _pairs(d / "twocams", n=3, stem="camb_iso100_{k}")
+    from visionflows.noise.srgb import SRGBNoiseFlow
+
+    a["srgbflow"] = save_model(SRGBNoiseFlow(cameras=["camb"], isos=[100], noise_std=3.0), d / "srgbflow.safetensors")
     for name, text in (("cfg_two", '{"steps": "two"}'), ("cfg_list", "[1, 2]"), ("cfg_key", '{"learning_rate": 1}'),
                        ("cfg_nan", '{"lr": NaN}'), ("cfg_bad", "{not json")):
         (d / f"{name}.json").write_text(text)
@@ -154,6 +160,8 @@ SRGB_EVAL = ["srgb-noise", "eval", "--data", "{pairs}", "--out", "{out}/ev", "--
 DEN_EVAL = ["denoise", "eval", "--model", "{dncnn}", "--out", "{out}/ev", "--n-test-images", "1"]
 DEN_EXP = ["denoise", "experiment", "--out", "{out}/x", "--steps", "1", "--flow-steps", "1", "--n-train-images", "1",
            "--n-test-images", "1"]
+SRGB_ADAPT = ["srgb-noise", "adapt", "--data", "{twocams}", "--model", "{srgbflow}", "--camera", "cama", "--k", "1",
+              "--out", "{out}/a.safetensors", "--adapt-steps", "1", "--batch-size", "2", "--patch", "8"]
 W_EVAL = ["wavelet", "eval", "--model", "{wavelet}", "--data", "{imgs}"]
 W_SAMPLE = ["wavelet", "sample", "--model", "{wavelet}", "--out", "{out}/s"]
 W_SUPER = ["wavelet", "superres", "--model", "{wavelet}", "--image", "{gt}", "--out", "{out}/sr", "--factor", "2",
@@ -317,6 +325,12 @@ def _cases() -> list:
     err("noise-render-many-out-under-file", render2 + ["{file}/sub"], "not a folder")
     err("noise-render-many-out-is-file", render2 + ["{file}"], "is a file")
     err("noise-render-many-out-png", render2 + ["{out}/r11.png"], "names a PNG file")
+    # sRGB patch sizes larger than the images: checked before any patch is allocated
+    st = TRAIN_CMDS["srgb-noise"]
+    err("srgb-train-patch-larger-than-images", st + ["--patch", "5000"], "--patch 5000 is larger than image")
+    err("srgb-experiment-patch-larger-than-images", ["srgb-noise", "experiment", "--data", "{pairs}", "--out",
+                                                     "{out}/x", "--patch", "5000"], "--patch 5000 is larger")
+    err("srgb-adapt-patch-larger-than-tiles", SRGB_ADAPT + ["--patch", "50"], "--patch 50 is larger")
     # ... and the clean ones stay clean
     ok("noise-sample-ok", SAMPLE, "noise_std")
     ok("noise-sample-temperature-0", SAMPLE + ["--temperature", "0"], "noise_std")
@@ -328,6 +342,7 @@ def _cases() -> list:
     ok("glow-train-16bit-folder-ok", gt, "step")
     ok("wavelet-train-warmup-alias-ok", wt + ["--warmup", "1"], "level 0")
     ok("denoise-train-ok", dt, "trained 1 steps")
+    ok("srgb-adapt-ok", SRGB_ADAPT, '"k": 1')
     ok("glow-eval-ok", ["glow", "eval", "--model", "{glow}", "--data", "{imgs}"], "bits_per_dim")
     return c
 
@@ -413,6 +428,16 @@ def test_umask_is_respected(assets, tmp_path, capsys):
         assert not (run / ".lock").exists()
     finally:
         os.umask(old)
+
+
+def test_random_patches_check_the_patch_size_before_allocating(assets):
+    from visionflows.data.srgb_pairs import load_pairs
+    from visionflows.errors import DataError
+
+    pairs = load_pairs(assets["pairs"])
+    with pytest.raises(DataError, match="larger than image cam_iso100_0 .40x40.*Fix: use the patch size 40 or less"):
+        pairs.random_patches(512, 5000, torch.Generator().manual_seed(0))  # 35.8 GiB if allocated first
+    assert pairs.random_patches(2, 40, torch.Generator().manual_seed(0))["noisy"].shape == (2, 3, 40, 40)
 
 
 def _read_only(monkeypatch, folder: Path) -> None:

@@ -182,6 +182,7 @@ def _train(args: argparse.Namespace) -> int:
     from visionflows.registry import create_model
 
     train_pairs, test_pairs = _split(args, _load(args), cfg.seed)
+    train_pairs.check_patch(args.patch, "--patch")
     proto = create_model(args.preset)
     task = SRGBNoiseTask(train_pairs, cfg.batch_size, args.patch, test_pairs, arch=proto.arch, width=args.width,
                          seed=cfg.seed, norm=proto.norm, unknown_prob=args.unknown_prob)
@@ -291,6 +292,7 @@ def _adapt(args: argparse.Namespace) -> int:
                         + (f" (cut into tiles of at most {args.tile}x{args.tile})" if args.tile else "") + ".",
                         "pass a smaller --k (or a smaller --tile).")
     kp = pool.subset(range(args.k))
+    kp.check_patch(args.patch, "--patch")
     adapted, hist = adapt_srgb_flow(model, kp, cam, args.adapt_steps, args.batch_size, args.patch, args.adapt_lr,
                                     args.seed)
     save_model(adapted, args.out)
@@ -327,7 +329,9 @@ def _experiment(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    r = run_srgb_experiment(args.data, args.out, args.flow_steps or 1000, args.denoise_steps or 300, args.batch_size,
+    pairs = _load(args)
+    _split(args, pairs, args.seed)[0].check_patch(args.patch, "--patch")
+    r = run_srgb_experiment(pairs, args.out, args.flow_steps or 1000, args.denoise_steps or 300, args.batch_size,
                             args.patch, args.test_fraction, seed=args.seed)
     print(json.dumps({"noise_models": r["noise_models"], "denoisers": r["denoisers"]}, indent=2))
     return 0

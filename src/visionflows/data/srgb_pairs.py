@@ -158,12 +158,24 @@ class SRGBPairs:
         """Sorted known cameras and ISOs (unknown ones excluded)."""
         return sorted({c for c in self.cameras if c}), sorted({i for i in self.isos if i})
 
+    def check_patch(self, patch: int, name: str = "the patch size") -> None:
+        """DataError naming the smallest image if any image is smaller than ``patch`` on a side (``name``: how the
+        patch size is called in the message, e.g. a command-line flag)."""
+        if not self.noisy:
+            return
+        i = min(range(len(self)), key=lambda j: min(self.noisy[j].shape[:2]))
+        h, w = self.noisy[i].shape[:2]
+        if min(h, w) < patch:
+            raise DataError(f"{name} {patch} is larger than image {self.names[i]} ({w}x{h}); patches are cut from "
+                            "every image.", f"use {name} {min(h, w)} or less.")
+
     def random_patches(self, n: int, patch: int, generator: torch.Generator) -> dict:
         """``n`` random aligned patches, images drawn ∝ their area, positions uniform, random flips.
 
         Returns ``noisy``/``clean`` ``uint8 [n, 3, patch, patch]`` tensors, ``iso`` LongTensor ``[n]`` (0 =
         unknown) and ``camera`` list of ``n`` names (None = unknown). Deterministic given ``generator``.
         """
+        self.check_patch(patch)  # before allocating n patches of that size
         if self._weights is None:
             area = np.array([im.shape[0] * im.shape[1] for im in self.noisy], dtype=np.float64)
             self._weights = area / area.sum()
@@ -174,9 +186,6 @@ class SRGBPairs:
         clean = np.empty_like(noisy)
         for j, (i, (a, b, f)) in enumerate(zip(imgs, u)):
             h, wd = self.noisy[i].shape[:2]
-            if h < patch or wd < patch:
-                raise DataError(f"image {self.names[i]} ({h}x{wd}) is smaller than the patch size {patch}.",
-                                "use a smaller patch size.")
             t, l = int(a * (h - patch + 1)), int(b * (wd - patch + 1))
             pn = self.noisy[i][t : t + patch, l : l + patch]
             pc = self.clean[i][t : t + patch, l : l + patch]

@@ -95,7 +95,7 @@ def run_denoising_experiment(
 
 
 def run_srgb_experiment(
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | Any,
     out_dir: str | os.PathLike,
     flow_steps: int = 1000,
     denoise_steps: int = 300,
@@ -112,7 +112,9 @@ def run_srgb_experiment(
 ) -> dict[str, Any]:
     """sRGB Noise Flow vs baselines on real sRGB pairs, and denoisers trained with its noise.
 
-    1. Load the pairs under ``data_dir``; hold out ``test_fraction`` of the images (stratified by camera/ISO).
+    1. Load the pairs under ``data_dir`` (or take ``data_dir``, already loaded
+       :class:`~visionflows.data.srgb_pairs.SRGBPairs`); hold out ``test_fraction`` of the images (stratified by
+       camera/ISO).
     2. Fit the Gaussian and heteroscedastic baselines on the training images; train an sRGB Noise Flow for
        ``flow_steps``.
     3. NLL/dim and marginal KL of the three on held-out grid patches (``noise_models.{txt,csv,json}``).
@@ -120,7 +122,7 @@ def run_srgb_experiment(
        one with Gaussian noise at the fitted σ (and, if ``include_real``, on the real pairs); PSNR/SSIM on the
        held-out real noisy images (central ``eval_crop`` crops) → ``table.{txt,csv,json}``, ``images/``.
     """
-    from visionflows.data.srgb_pairs import load_pairs
+    from visionflows.data.srgb_pairs import SRGBPairs, load_pairs
     from visionflows.denoise.train import SRGBPatches
     from visionflows.noise.srgb import (
         SRGBGaussianNoise,
@@ -132,8 +134,9 @@ def run_srgb_experiment(
 
     out = Path(out_dir)
     t0 = time.monotonic()
-    pairs = load_pairs(data_dir)
+    pairs = data_dir if isinstance(data_dir, SRGBPairs) else load_pairs(data_dir)
     train, test = pairs.split(test_fraction, seed)
+    train.check_patch(patch)
     fit_patches = train.grid_patches(patch, 4096, seed)
     fit_noise = dequantize_noise(fit_patches["noisy"], fit_patches["clean"], torch.Generator().manual_seed(seed))
     gauss = SRGBGaussianNoise.fit(fit_noise)
@@ -167,7 +170,8 @@ def run_srgb_experiment(
         models[name] = res.model
     t_den = time.monotonic() - t_den
     rows = evaluate_denoisers(models, test, out, crop=eval_crop)
-    result = {"kind": "srgb", "data": str(data_dir), "train_images": train.names, "test_images": test.names,
+    result = {"kind": "srgb", "data": pairs.root or str(data_dir), "train_images": train.names,
+              "test_images": test.names,
               "flow_steps": flow_steps, "denoise_steps": denoise_steps, "batch_size": batch_size, "patch": patch,
               "gaussian_sigma_dn": sigma * 255, "hetero_a": hetero.a.tolist(), "hetero_b": hetero.b.tolist(),
               "noise_models": noise_rows, "denoisers": rows, "seconds_total": time.monotonic() - t0,
