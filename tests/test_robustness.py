@@ -162,6 +162,8 @@ DEN_EXP = ["denoise", "experiment", "--out", "{out}/x", "--steps", "1", "--flow-
            "--n-test-images", "1"]
 SRGB_ADAPT = ["srgb-noise", "adapt", "--data", "{twocams}", "--model", "{srgbflow}", "--camera", "cama", "--k", "1",
               "--out", "{out}/a.safetensors", "--adapt-steps", "1", "--batch-size", "2", "--patch", "8"]
+SRGB_STUDY = ["srgb-noise", "cameras", "--data", "{twocams}", "--out", "{out}/sc", "--flow-steps", "1", "--folds", "1",
+              "--adapt-steps", "1", "--patch", "8", "--k", "1"]
 W_EVAL = ["wavelet", "eval", "--model", "{wavelet}", "--data", "{imgs}"]
 W_SAMPLE = ["wavelet", "sample", "--model", "{wavelet}", "--out", "{out}/s"]
 W_SUPER = ["wavelet", "superres", "--model", "{wavelet}", "--image", "{gt}", "--out", "{out}/sr", "--factor", "2",
@@ -331,6 +333,17 @@ def _cases() -> list:
     err("srgb-experiment-patch-larger-than-images", ["srgb-noise", "experiment", "--data", "{pairs}", "--out",
                                                      "{out}/x", "--patch", "5000"], "--patch 5000 is larger")
     err("srgb-adapt-patch-larger-than-tiles", SRGB_ADAPT + ["--patch", "50"], "--patch 50 is larger")
+    # the leave-one-camera-out study / eval: checked up front (camera labels, k against the pool), nothing written
+    err("srgb-cameras-no-camera-labels", SRGB_STUDY[:3] + ["{nocam}"] + SRGB_STUDY[4:], "has a camera label")
+    err("srgb-cameras-k-above-pool", SRGB_STUDY + ["--camera", "cama", "--k", "50"],
+        "--k 50 but camera cama has 1 pair(s)")
+    err("srgb-cameras-patch-larger-than-images", SRGB_STUDY + ["--patch", "5000"], "--patch 5000 is larger")
+    err("srgb-cameras-patch-larger-than-tile", SRGB_STUDY + ["--tile", "16", "--patch", "32"],
+        "--patch 32 is larger than --tile 16")
+    err("srgb-cameras-unknown-camera", SRGB_STUDY + ["--camera", "nope"], "no pairs of camera 'nope'")
+    err("srgb-eval-holdout-k-above-pool", ["srgb-noise", "eval", "--data", "{twocams}", "--model", "{srgbflow}",
+                                           "--holdout-camera", "cama", "--k", "100", "--out", "{out}/ev", "--patch",
+                                           "8"], "--k 100 but camera cama has 1 pair(s)")
     # ... and the clean ones stay clean
     ok("noise-sample-ok", SAMPLE, "noise_std")
     ok("noise-sample-temperature-0", SAMPLE + ["--temperature", "0"], "noise_std")
@@ -343,6 +356,8 @@ def _cases() -> list:
     ok("wavelet-train-warmup-alias-ok", wt + ["--warmup", "1"], "level 0")
     ok("denoise-train-ok", dt, "trained 1 steps")
     ok("srgb-adapt-ok", SRGB_ADAPT, '"k": 1')
+    ok("srgb-cameras-whole-pairs-ok", SRGB_STUDY + ["--camera", "cama", "--tile", "0"],
+       "k = number of whole-image pairs")
     ok("glow-eval-ok", ["glow", "eval", "--model", "{glow}", "--data", "{imgs}"], "bits_per_dim")
     return c
 

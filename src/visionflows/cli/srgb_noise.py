@@ -253,11 +253,17 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the flags that set the arguments of visionflows.experiments.srgb_cameras' checks
+_STUDY_FLAGS = {"cameras": "--camera", "k": "--k", "tile": "--tile", "patch": "--patch"}
+
+
 def _eval_holdout(args: argparse.Namespace, models: dict) -> int:
     from visionflows.denoise.evaluate import write_table
-    from visionflows.experiments.srgb_cameras import score_held_camera
+    from visionflows.experiments.srgb_cameras import check_adaptation_ks, score_held_camera
 
     rest, held = _split(args, _load(args), args.seed)
+    check_adaptation_ks(held, args.holdout_camera.lower(), tuple(args.k), args.tile or None, args.folds, args.seed,
+                        args.patch, names=_STUDY_FLAGS)
     rows = score_held_camera(models, rest, held, args.holdout_camera.lower(), tuple(args.k), args.folds,
                              args.tile or None, args.adapt_steps, args.adapt_lr, args.patch, args.max_patches,
                              args.seed, baselines=not args.no_baselines)
@@ -303,13 +309,16 @@ def _adapt(args: argparse.Namespace) -> int:
 
 
 def _cameras(args: argparse.Namespace) -> int:
-    from visionflows.experiments.srgb_cameras import run_camera_study
+    from visionflows.experiments.srgb_cameras import check_camera_study, run_camera_study
 
     check_output_dir(args.out, "--out")
-    _check_data(args)
-    r = run_camera_study(args.data, args.out, args.camera or None, tuple(args.k or (1, 4)), args.flow_steps,
-                         args.adapt_steps, args.folds, args.tile or None, args.preset, args.unknown_prob,
-                         patch=args.patch, seed=args.seed, layout=args.layout)
+    pairs = _load(args)
+    ks = tuple(args.k or (1, 4))
+    cameras = check_camera_study(pairs, args.camera or None, ks, args.tile or None, args.folds, args.patch,
+                                 args.seed, names=_STUDY_FLAGS)
+    r = run_camera_study(pairs, args.out, cameras, ks, args.flow_steps, args.adapt_steps, args.folds,
+                         args.tile or None, args.preset, args.unknown_prob, patch=args.patch, seed=args.seed,
+                         layout=args.layout)
     print((Path(args.out) / "cameras.txt").read_text(), end="")
     print(f"figure: {Path(args.out) / 'cameras.png'} ({r['seconds']:.0f} s)")
     return 0

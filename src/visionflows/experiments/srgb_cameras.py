@@ -26,7 +26,8 @@ import torch
 from visionflows.errors import DataError
 from visionflows.io import atomic_write_bytes, atomic_write_text, save_model
 
-__all__ = ["adaptation_folds", "adaptation_pool", "score_held_camera", "run_camera_study", "plot_camera_study"]
+__all__ = ["adaptation_folds", "adaptation_pool", "check_adaptation_ks", "check_camera_study", "score_held_camera",
+           "run_camera_study", "plot_camera_study"]
 
 
 def adaptation_folds(held: Any, tile: int | None = 256, folds: int | None = 3,
@@ -67,6 +68,59 @@ def adaptation_pool(pairs: Any, tile: int | None = 256, seed: int | np.random.Ge
     return pool.subset(order)
 
 
+def check_adaptation_ks(held: Any, camera: str, ks: tuple[int, ...], tile: int | None = 256,
+                        folds: int | None = 3, seed: int = 0, patch: int | None = None,
+                        names: dict[str, str] | None = None) -> None:
+    """DataError unless every k of ``ks`` fits the adaptation pool of each fold of camera ``camera``'s pairs
+    ``held`` (:func:`adaptation_folds`), and (with ``patch``) every pool tile and some evaluation image is at
+    least ``patch`` on a side. ``names`` maps ``k``/``tile``/``patch`` to what the message calls them (flags)."""
+    n = {"k": "k", "tile": "tile", "patch": "patch", **(names or {})}
+    if not ks:
+        return
+    split = adaptation_folds(held, tile, folds, seed)
+    k, smallest = max(ks), min(len(pool) for pool, _ in split)
+    if k > smallest:
+        per = "the pool of each fold: one image per ISO" if len(split) > 1 else "the pool: one image per ISO"
+        raise DataError(f"{n['k']} {k} but camera {camera} has {smallest} pair(s) to adapt on ({per}"
+                        + (f", cut into tiles of at most {tile}x{tile}" if tile else "") + ").",
+                        f"pass {n['k']} {smallest} or less" + (f" (or a smaller {n['tile']})." if tile else "."))
+    if patch is not None:
+        if tile and patch > tile:
+            raise DataError(f"{n['patch']} {patch} is larger than {n['tile']} {tile}: the adaptation patches are cut "
+                            f"from the camera's {tile}x{tile} tiles.",
+                            f"use {n['patch']} {tile} or less, or a larger {n['tile']}.")
+        for pool, ev in split:
+            pool.check_patch(patch, n["patch"])
+            if all(min(im.shape[:2]) < patch for im in ev.noisy):
+                raise DataError(f"{n['patch']} {patch} is larger than every evaluation image of camera {camera}.",
+                                f"use a smaller {n['patch']}.")
+
+
+def check_camera_study(pairs: Any, cameras: list[str] | None = None, ks: tuple[int, ...] = (1, 4),
+                       tile: int | None = 256, folds: int | None = 3, patch: int = 32, seed: int = 0,
+                       names: dict[str, str] | None = None) -> list[str]:
+    """The held-out cameras of a leave-one-camera-out study on ``pairs`` (``cameras``, default every known one),
+    checked before any training: the data have camera labels, each camera has pairs and other cameras to train
+    on, every k fits its adaptation pools and ``patch`` fits the images (:func:`check_adaptation_ks`). DataError
+    otherwise; ``names`` maps ``cameras``/``k``/``tile``/``patch`` to what the messages call them (flags)."""
+    n = {"cameras": "cameras", "patch": "patch", **(names or {})}
+    known = sorted({c for c in pairs.cameras if c})
+    if not known:
+        raise DataError(f"none of the {len(pairs)} pair(s) under {pairs.root or 'the data'} has a camera label, so "
+                        "no camera can be held out.",
+                        "use pairs whose names give the camera (e.g. d800_iso3200_1_noisy.png) or a CSV manifest "
+                        "with a camera column; `visionflows srgb-noise info` lists the cameras found.")
+    cams = [str(c).lower() for c in cameras] if cameras else known
+    for cam in cams:
+        rest, held = pairs.camera_split(cam)
+        rest.check_patch(patch, n["patch"])
+        if not ks and all(min(im.shape[:2]) < patch for im in held.noisy):
+            raise DataError(f"{n['patch']} {patch} is larger than every image of camera {cam}.",
+                            f"use a smaller {n['patch']}.")
+        check_adaptation_ks(held, cam, ks, tile, folds, seed, patch, names)
+    return cams
+
+
 def score_held_camera(flows: dict[str, Any], rest: Any, held: Any, camera: str, ks: tuple[int, ...] = (1, 4),
                       folds: int | None = 3, tile: int | None = 256, adapt_steps: int = 200, adapt_lr: float = 0.01,
                       patch: int = 32, max_eval_patches: int = 1024, seed: int = 0,
@@ -78,6 +132,7 @@ def score_held_camera(flows: dict[str, Any], rest: Any, held: Any, camera: str, 
     from visionflows.noise.fitting import fit_srgb_baselines
     from visionflows.noise.srgb import SRGBNoiseFlow, adapt_srgb_flow, evaluate_srgb_noise_models
 
+    check_adaptation_ks(held, camera, ks, tile, folds, seed)
     split = adaptation_folds(held, tile, folds, seed) if ks else [(None, held)]
     base = dict(zip(("gaussian (other cameras)", "heteroscedastic (other cameras)"),
                     fit_srgb_baselines(rest, patch, seed))) if baselines else {}
@@ -87,7 +142,7 @@ def score_held_camera(flows: dict[str, Any], rest: Any, held: Any, camera: str, 
         models: dict[tuple[str, int], Any] = {(n, 0): m for n, m in base.items()}
         models.update({(n, 0): m for n, m in flows.items()})
         for k in ks:
-            kp = pool.subset(range(min(k, len(pool))))
+            kp = pool.subset(range(k))
             models[("heteroscedastic (k pairs)", k)] = fit_srgb_baselines(kp, patch, seed)[1]
             for name, flow in flows.items():
                 if isinstance(flow, SRGBNoiseFlow):
@@ -149,7 +204,7 @@ def plot_camera_study(rows: list[dict[str, Any]], path: str | os.PathLike) -> No
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def run_camera_study(data: str | os.PathLike, out_dir: str | os.PathLike, cameras: list[str] | None = None,
+def run_camera_study(data: str | os.PathLike | Any, out_dir: str | os.PathLike, cameras: list[str] | None = None,
                      ks: tuple[int, ...] = (1, 4), flow_steps: int = 600, adapt_steps: int = 200,
                      folds: int | None = 3, tile: int | None = 256, preset: str = "srgb_noiseflow_sdl",
                      unknown_prob: float = 0.2, batch_size: int = 32, patch: int = 32, lr: float = 3e-3,
@@ -157,17 +212,19 @@ def run_camera_study(data: str | os.PathLike, out_dir: str | os.PathLike, camera
                      progress: bool = False) -> dict[str, Any]:
     """Leave-one-camera-out over ``cameras`` (default: every known camera of ``data``): for each, train the
     ``preset`` flow on the other cameras (``flow_steps``, ``unknown_prob`` camera/ISO dropout) into
-    ``out/runs/holdout_<camera>``, then :func:`score_held_camera`. Writes ``cameras.{txt,csv,json}``,
+    ``out/runs/holdout_<camera>``, then :func:`score_held_camera`. ``data``: a folder / CSV manifest, or loaded
+    :class:`~visionflows.data.srgb_pairs.SRGBPairs`. Everything is checked first (:func:`check_camera_study`),
+    so a bad setting writes nothing. Writes ``cameras.{txt,csv,json}``,
     ``cameras.png`` and ``experiment.json``; returns ``{"rows", "seconds", ...}``."""
-    from visionflows.data.srgb_pairs import load_pairs
+    from visionflows.data.srgb_pairs import SRGBPairs, load_pairs
     from visionflows.denoise.evaluate import write_table
     from visionflows.noise.srgb import fit_srgb_noise_flow
     from visionflows.registry import create_model
 
     out = Path(out_dir)
     t0 = time.monotonic()
-    pairs = load_pairs(data, layout=layout)
-    cameras = cameras or sorted({c for c in pairs.cameras if c})
+    pairs = data if isinstance(data, SRGBPairs) else load_pairs(data, layout=layout)
+    cameras = check_camera_study(pairs, cameras, ks, tile, folds, patch, seed)
     proto = create_model(preset)
     rows: list[dict[str, Any]] = []
     timing = {}
@@ -184,9 +241,10 @@ def run_camera_study(data: str | os.PathLike, out_dir: str | os.PathLike, camera
         timing[cam] = {"flow_s": t_flow, "score_s": time.monotonic() - t - t_flow}
     table = [{k: v for k, v in r.items() if k != "per_fold"} for r in rows]
     write_table(table, out, "cameras", "Leave-one-camera-out: NLL (nats/dim) and marginal KL on the held-out "
-                f"camera's images, mean over folds; k = number of {tile}x{tile} pairs of that camera used")
+                f"camera's images, mean over folds; k = number of "
+                f"{f'{tile}x{tile}' if tile else 'whole-image'} pairs of that camera used")
     plot_camera_study(rows, out / "cameras.png")
-    result = {"data": str(data), "cameras": cameras, "ks": list(ks), "flow_steps": flow_steps,
+    result = {"data": pairs.root or str(data), "cameras": cameras, "ks": list(ks), "flow_steps": flow_steps,
               "adapt_steps": adapt_steps, "tile": tile, "preset": preset, "unknown_prob": unknown_prob,
               "rows": rows, "timing_s": timing, "seconds": time.monotonic() - t0, "threads": torch.get_num_threads()}
     atomic_write_text(out / "experiment.json", json.dumps(result, indent=2, default=str) + "\n")
