@@ -164,6 +164,8 @@ SRGB_ADAPT = ["srgb-noise", "adapt", "--data", "{twocams}", "--model", "{srgbflo
               "--out", "{out}/a.safetensors", "--adapt-steps", "1", "--batch-size", "2", "--patch", "8"]
 SRGB_STUDY = ["srgb-noise", "cameras", "--data", "{twocams}", "--out", "{out}/sc", "--flow-steps", "1", "--folds", "1",
               "--adapt-steps", "1", "--patch", "8", "--k", "1"]
+SRGB_XH = ["srgb-noise", "experiment", "--data", "{twocams}", "--out", "{out}/x", "--holdout-camera", "all",
+           "--flow-steps", "1", "--denoise-steps", "1", "--patch", "8", "--batch-size", "2", "--no-progress"]
 W_EVAL = ["wavelet", "eval", "--model", "{wavelet}", "--data", "{imgs}"]
 W_SAMPLE = ["wavelet", "sample", "--model", "{wavelet}", "--out", "{out}/s"]
 W_SUPER = ["wavelet", "superres", "--model", "{wavelet}", "--image", "{gt}", "--out", "{out}/sr", "--factor", "2",
@@ -344,6 +346,9 @@ def _cases() -> list:
     err("srgb-eval-holdout-k-above-pool", ["srgb-noise", "eval", "--data", "{twocams}", "--model", "{srgbflow}",
                                            "--holdout-camera", "cama", "--k", "100", "--out", "{out}/ev", "--patch",
                                            "8"], "--k 100 but camera cama has 1 pair(s)")
+    err("srgb-experiment-holdout-all-no-camera-labels", SRGB_XH[:3] + ["{nocam}"] + SRGB_XH[4:],
+        "has a camera label")
+    err("srgb-experiment-holdout-patch-larger-than-images", SRGB_XH + ["--patch", "5000"], "--patch 5000 is larger")
     # ... and the clean ones stay clean
     ok("noise-sample-ok", SAMPLE, "noise_std")
     ok("noise-sample-temperature-0", SAMPLE + ["--temperature", "0"], "noise_std")

@@ -351,10 +351,10 @@ def _experiment_holdout(args: argparse.Namespace) -> int:
     from visionflows.experiments.srgb_denoise import run_srgb_denoise_study
 
     pairs = _load(args)
-    known = sorted({c for c in pairs.cameras if c})
+    known = pairs.require_cameras()
     cams = known if args.holdout_camera.lower() == "all" else [args.holdout_camera.lower()]
     for cam in cams:
-        pairs.camera_split(cam)  # DataError naming the cameras if unknown or alone
+        pairs.camera_split(cam)[0].check_patch(args.patch, "--patch")  # DataError if unknown, alone or too small
     flow = None
     if args.noise_flow is not None:
         if len(cams) != 1:

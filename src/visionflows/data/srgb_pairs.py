@@ -154,6 +154,16 @@ class SRGBPairs:
                             "provide at least two pairs.")
         return self.subset(train), self.subset(sorted(test))
 
+    def require_cameras(self) -> list[str]:
+        """The sorted known cameras; DataError if no pair has a camera label (nothing can be held out by camera)."""
+        known = sorted({c for c in self.cameras if c})
+        if not known:
+            raise DataError(f"none of the {len(self)} pair(s) under {self.root or 'the data'} has a camera label, so "
+                            "no camera can be held out.",
+                            "use pairs whose names give the camera (e.g. d800_iso3200_1_noisy.png) or a CSV manifest "
+                            "with a camera column; `visionflows srgb-noise info` lists the cameras found.")
+        return known
+
     def vocab(self) -> tuple[list[str], list[int]]:
         """Sorted known cameras and ISOs (unknown ones excluded)."""
         return sorted({c for c in self.cameras if c}), sorted({i for i in self.isos if i})

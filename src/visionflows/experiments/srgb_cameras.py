@@ -104,12 +104,7 @@ def check_camera_study(pairs: Any, cameras: list[str] | None = None, ks: tuple[i
     on, every k fits its adaptation pools and ``patch`` fits the images (:func:`check_adaptation_ks`). DataError
     otherwise; ``names`` maps ``cameras``/``k``/``tile``/``patch`` to what the messages call them (flags)."""
     n = {"cameras": "cameras", "patch": "patch", **(names or {})}
-    known = sorted({c for c in pairs.cameras if c})
-    if not known:
-        raise DataError(f"none of the {len(pairs)} pair(s) under {pairs.root or 'the data'} has a camera label, so "
-                        "no camera can be held out.",
-                        "use pairs whose names give the camera (e.g. d800_iso3200_1_noisy.png) or a CSV manifest "
-                        "with a camera column; `visionflows srgb-noise info` lists the cameras found.")
+    known = pairs.require_cameras()
     cams = [str(c).lower() for c in cameras] if cameras else known
     for cam in cams:
         rest, held = pairs.camera_split(cam)

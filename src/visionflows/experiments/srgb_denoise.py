@@ -160,17 +160,20 @@ def run_srgb_denoise_study(
     if threads:
         torch.set_num_threads(int(threads))
     pairs = load_pairs(data, layout=layout)
-    cameras = [c.lower() for c in cameras] if cameras else sorted({c for c in pairs.cameras if c})
+    cameras = [c.lower() for c in cameras] if cameras else pairs.require_cameras()
     if noise_flow is not None and len(cameras) != 1:
         raise ConfigError("a given noise flow is for one held-out camera, but the study holds out "
                           f"{len(cameras)} ({', '.join(cameras)}).", "pass one camera with it.")
+    splits = {cam: pairs.camera_split(cam) for cam in cameras}  # every camera checked before any training
+    for rest, _ in splits.values():
+        rest.check_patch(patch)
     settings = {"steps": steps, "max_minutes": max_minutes, "flow_steps": flow_steps, "batch_size": batch_size,
                 "patch": patch, "lr": lr, "depth": depth, "width": width, "ema_decay": ema_decay or None,
                 "gaussian_sigma_range_dn": [v * 255.0 for v in sigma_range], "seed": seed, "preset": preset}
     rows: list[dict[str, Any]] = []
     timing: dict[str, Any] = {}
     for ci, cam in enumerate(cameras, 1):
-        rest, held = pairs.camera_split(cam)
+        rest, held = splits[cam]
         say(f"[{cam}] ({ci}/{len(cameras)}) held out: {len(held)} pairs; training on {len(rest)} pairs of "
             f"{', '.join(sorted({c or '?' for c in rest.cameras}))}")
         cam_rows, timing[cam] = _one_camera(cam, rest, held, out / cam, noise_flow, settings, threads, progress, say)
