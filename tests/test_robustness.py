@@ -100,6 +100,10 @@ def assets(tmp_path_factory) -> dict[str, str]:
         a[name] = d / f"{name}.npy"
     np.save(d / "nan.npy", np.full((4, 8, 8), np.nan, np.float32))
     a["nan_npy"] = d / "nan.npy"
+    for name, values in (("dn", np.linspace(64, 1023, 256)), ("negative", np.full(256, -1.0)),
+                         ("unclipped", np.linspace(-0.05, 1.05, 256))):  # DN, all negative, noisy past [0, 1]
+        np.save(d / f"{name}.npy", values.reshape(4, 8, 8).astype(np.float32))
+        a[f"{name}_npy"] = d / f"{name}.npy"
     (d / "empty.npz").write_bytes(b"")
     a["empty_npz"] = d / "empty.npz"
     a["bomb"] = _png_header(d / "bomb.png", 100_000, 100_000)
@@ -166,6 +170,7 @@ SRGB_STUDY = ["srgb-noise", "cameras", "--data", "{twocams}", "--out", "{out}/sc
               "--adapt-steps", "1", "--patch", "8", "--k", "1"]
 SRGB_XH = ["srgb-noise", "experiment", "--data", "{twocams}", "--out", "{out}/x", "--holdout-camera", "all",
            "--flow-steps", "1", "--denoise-steps", "1", "--patch", "8", "--batch-size", "2", "--no-progress"]
+SIM = ["noise", "simulate", "--clean", "{clean}", "--camera", "S6", "--iso", "800", "--out", "{out}/p.npy"]
 W_EVAL = ["wavelet", "eval", "--model", "{wavelet}", "--data", "{imgs}"]
 W_SAMPLE = ["wavelet", "sample", "--model", "{wavelet}", "--out", "{out}/s"]
 W_SUPER = ["wavelet", "superres", "--model", "{wavelet}", "--image", "{gt}", "--out", "{out}/sr", "--factor", "2",
@@ -329,6 +334,13 @@ def _cases() -> list:
     err("noise-render-many-out-under-file", render2 + ["{file}/sub"], "not a folder")
     err("noise-render-many-out-is-file", render2 + ["{file}"], "is a file")
     err("noise-render-many-out-png", render2 + ["{out}/r11.png"], "names a PNG file")
+    # packed raw must be normalised: noise sample / adapt / simulate / render share the check
+    for name in ("dn_npy", "negative_npy"):
+        key = "{" + name + "}"
+        err(f"noise-sample-{name}", SAMPLE[:5] + [key] + SAMPLE[6:], "clean values must lie in [0, 1]")
+        err(f"noise-simulate-{name}", SIM[:3] + [key] + SIM[4:], "clean values must lie in [0, 1]")
+        err(f"noise-render-{name}", ["noise", "render", key, "--camera", "S6", "--out", "{out}/r.png"],
+            "raw values must lie in [0, 1]")
     # sRGB patch sizes larger than the images: checked before any patch is allocated
     st = TRAIN_CMDS["srgb-noise"]
     err("srgb-train-patch-larger-than-images", st + ["--patch", "5000"], "--patch 5000 is larger than image")
@@ -363,6 +375,9 @@ def _cases() -> list:
     ok("srgb-adapt-ok", SRGB_ADAPT, '"k": 1')
     ok("srgb-cameras-whole-pairs-ok", SRGB_STUDY + ["--camera", "cama", "--tile", "0"],
        "k = number of whole-image pairs")
+    ok("noise-simulate-ok", SIM, "noise_std")
+    ok("noise-render-unclipped-noisy-ok", ["noise", "render", "{unclipped_npy}", "--camera", "S6", "--out",
+                                           "{out}/r.png"], "gain")
     ok("glow-eval-ok", ["glow", "eval", "--model", "{glow}", "--data", "{imgs}"], "bits_per_dim")
     return c
 

@@ -192,6 +192,11 @@ def _adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+#: how far outside [0, 1] `noise render` accepts packed raw values: noisy frames without clipping (`noise simulate
+#: --physics poisson-gaussian`) stray past the range by their noise, un-normalised DN values (64..1023) do not
+RENDER_MARGIN = 0.5
+
+
 def _render_sources(path: str, args: argparse.Namespace) -> list[tuple[str, object, object, object, object]]:
     """[(name, mosaic, colour map, neutral, colour matrix)] of one input file."""
     from visionflows.cameras import CAMERAS
@@ -199,6 +204,7 @@ def _render_sources(path: str, args: argparse.Namespace) -> list[tuple[str, obje
     from visionflows.data.dng import RAW_EXTENSIONS, read_raw
     from visionflows.data.raw_files import read_packed_raw
     from visionflows.data.render import unpack_packed
+    from visionflows.noise.context import check_raw_values
 
     p = Path(path)
     if p.suffix.lower() in RAW_EXTENSIONS:
@@ -217,6 +223,7 @@ def _render_sources(path: str, args: argparse.Namespace) -> list[tuple[str, obje
         spec = load_zoo(args).camera(args.camera).spec()
     check_input_file(p, "input", "packed raw file")
     arr, _, batched = read_packed_raw(p)
+    check_raw_values(arr, str(p), "raw", margin=RENDER_MARGIN)
     out = []
     for i, packed in enumerate(arr.numpy()):
         mosaic, cmap = unpack_packed(np.clip(packed, 0.0, 1.0), spec.packed_colors, transposed=True)
@@ -326,6 +333,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from visionflows.cameras.physics import physics_from_names
     from visionflows.data.raw_files import read_packed_raw, write_packed_raw
     from visionflows.data.sensor import CameraSimulator, SensorSimulator
+    from visionflows.noise.context import check_raw_values
 
     suffix = Path(args.clean).suffix.lower()
     check_output_file(args.out, "--out", suffixes=[suffix] if suffix in (".npy", ".mat") else None)
@@ -333,6 +341,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.bits is not None and not 8 <= args.bits <= 16:
         raise InputError(f"--bits {args.bits} is outside 8..16.", "use the sensor's bit depth, e.g. 12 or 14.")
     clean, fmt, batched = read_packed_raw(args.clean)
+    check_raw_values(clean, str(args.clean))  # as noise sample / adapt: normalised raw in [0, 1]
     if args.camera.strip().upper() in CAMERAS:
         sim: SensorSimulator = CameraSimulator(args.camera.strip().upper(), args.iso, physics=physics)
         name = sim.params.name

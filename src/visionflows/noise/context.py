@@ -17,7 +17,25 @@ from torch import Tensor
 from visionflows.cameras import CAMERAS, ISOS, camera_index
 from visionflows.errors import InputError
 
-__all__ = ["NoiseContext", "as_iso_tensor", "as_camera_tensor"]
+__all__ = ["NoiseContext", "as_iso_tensor", "as_camera_tensor", "check_raw_values"]
+
+
+def check_raw_values(values: Tensor, source: str | None = None, what: str = "clean", margin: float = 0.0) -> None:
+    """InputError unless ``values`` are finite normalised raw, ``(DN - black) / (white - black)``, in ``[0, 1]``
+    (``[-margin, 1 + margin]``: noisy values that noise took past the range). The message starts with
+    ``source`` (e.g. the file) when given and calls the values ``what``."""
+    at = f"{source}: " if source else ""
+    lo_t, hi_t = torch.aminmax(values)  # one pass; NaN propagates, Inf shows up as a bound
+    lo, hi = float(lo_t), float(hi_t)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InputError(f"{at}{what} contains {int((~torch.isfinite(values)).sum())} NaN/Inf value(s).",
+                         "clean the data first (SIDD: NaN -> 0, then clip to [0, 1]).")
+    if lo < -margin or hi > 1.0 + margin:
+        slack = f"; noise may take them up to {margin:g} outside" if margin else ""
+        raise InputError(
+            f"{at}{what} values must lie in [0, 1] (normalised raw{slack}), got range [{lo:.4g}, {hi:.4g}].",
+            "normalise with (DN - black) / (white - black) and clip to [0, 1].",
+        )
 
 
 def _batch_tensor(value: Any, batch: int, name: str, device: torch.device) -> Tensor:
@@ -207,16 +225,7 @@ class NoiseContext:
             if not math.isfinite(float(noise.sum())) and not torch.isfinite(noise).all():
                 raise InputError(f"noise contains {int((~torch.isfinite(noise)).sum())} NaN/Inf value(s).",
                                  "clean the data first (SIDD: NaN -> 0).")
-        lo_t, hi_t = torch.aminmax(clean)  # one pass; NaN propagates, Inf shows up as a bound
-        lo, hi = float(lo_t), float(hi_t)
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise InputError(f"clean contains {int((~torch.isfinite(clean)).sum())} NaN/Inf value(s).",
-                             "clean the data first (SIDD: NaN -> 0, then clip to [0, 1]).")
-        if lo < 0.0 or hi > 1.0:
-            raise InputError(
-                f"clean values must lie in [0, 1] (normalised raw), got range [{lo:.4g}, {hi:.4g}].",
-                "normalise with (DN - black) / (white - black) and clip to [0, 1].",
-            )
+        check_raw_values(clean)
         b = clean.shape[0]
         iso_t = as_iso_tensor(iso, b, clean.device)
         if allowed_isos is not None:
