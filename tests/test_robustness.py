@@ -475,6 +475,21 @@ def test_random_patches_check_the_patch_size_before_allocating(assets):
     assert pairs.random_patches(2, 40, torch.Generator().manual_seed(0))["noisy"].shape == (2, 3, 40, 40)
 
 
+def test_srgb_adapt_zero_steps_prints_valid_json(assets, tmp_path, capsys):
+    """--adapt-steps 0 (accepted, like the trainer's --steps 0: the new camera's entries as initialised) has no
+    training NLL to report: null, not NaN (which is not JSON)."""
+    code = main(_fill(SRGB_ADAPT + ["--adapt-steps", "0"], assets, tmp_path))
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+
+    def no_nan(name: str):  # noqa: ANN202
+        raise AssertionError(f"{name} in the JSON summary")
+
+    info = json.loads(cap.out.strip().splitlines()[-1], parse_constant=no_nan)
+    assert info["train_nll_per_dim_first"] is None and info["train_nll_per_dim_last"] is None
+    assert (tmp_path / "a.safetensors").is_file()
+
+
 def _read_only(monkeypatch, folder: Path) -> None:
     """``folder`` read-only, also for root (whom the permission bits do not stop): os.access denies writing."""
     folder.chmod(0o555)

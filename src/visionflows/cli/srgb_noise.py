@@ -302,7 +302,7 @@ def _adapt(args: argparse.Namespace) -> int:
     adapted, hist = adapt_srgb_flow(model, kp, cam, args.adapt_steps, args.batch_size, args.patch, args.adapt_lr,
                                     args.seed)
     save_model(adapted, args.out)
-    first, last = (hist[0]["nll_per_dim"], hist[-1]["nll_per_dim"]) if hist else (float("nan"),) * 2
+    first, last = (hist[0]["nll_per_dim"], hist[-1]["nll_per_dim"]) if hist else (None, None)  # --adapt-steps 0
     print(json.dumps({"out": str(args.out), "camera": cam, "k": args.k, "pairs": kp.names,
                       "train_nll_per_dim_first": first, "train_nll_per_dim_last": last}))
     return 0
