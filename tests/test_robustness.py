@@ -123,6 +123,8 @@ def assets(tmp_path_factory) -> dict[str, str]:
     a["gt"] = d / "imgs" / "0.png"
     a["pairs"] = _pairs(d / "pairs")
     a["nocam"] = _pairs(d / "nocam", stem="{k}")  # no camera labels in the names
+    a["unpaired"] = _pairs(d / "unpaired")
+    (d / "unpaired" / "cam_iso100_0_noisy.png").rename(d / "unpaired" / "orphan_iso100_9_noisy.png")
     a["twocams"] = _pairs(d / "twocams", n=3, stem="cama_iso100_{k}")
     _pairs(d / "twocams", n=3, stem="camb_iso100_{k}")
     from visionflows.noise.srgb import SRGBNoiseFlow
@@ -341,6 +343,14 @@ def _cases() -> list:
         err(f"noise-simulate-{name}", SIM[:3] + [key] + SIM[4:], "clean values must lie in [0, 1]")
         err(f"noise-render-{name}", ["noise", "render", key, "--camera", "S6", "--out", "{out}/r.png"],
             "raw values must lie in [0, 1]")
+    # denoise train/eval take --on-error like srgb-noise (the error suggests it)
+    den_srgb_eval = ["denoise", "eval", "--model", "{dncnn_srgb}", "--out", "{out}/ev", "--data", "{unpaired}"]
+    err("denoise-train-unpaired-folder", dt + ["--data", "{unpaired}"], "--on-error skip")
+    err("denoise-eval-unpaired-folder", den_srgb_eval, "--on-error skip")
+    skip_warning = pytest.mark.filterwarnings("ignore:skipped 2 file")
+    ok("denoise-train-unpaired-folder-skip", dt + ["--data", "{unpaired}", "--on-error", "skip", "--patch", "8"],
+       "trained 1 steps", marks=skip_warning)
+    ok("denoise-eval-unpaired-folder-skip", den_srgb_eval + ["--on-error", "skip"], "psnr", marks=skip_warning)
     # sRGB patch sizes larger than the images: checked before any patch is allocated
     st = TRAIN_CMDS["srgb-noise"]
     err("srgb-train-patch-larger-than-images", st + ["--patch", "5000"], "--patch 5000 is larger than image")

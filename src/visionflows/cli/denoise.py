@@ -40,6 +40,9 @@ def _add_data(p: argparse.ArgumentParser, seed: bool = True) -> None:
     p.add_argument("--n-test-images", type=_INT1, default=6, help="simulated test images (simulator)")
     p.add_argument("--test-fraction", type=number_arg(OPEN_UNIT), default=0.25,
                    help="held-out fraction of sRGB images, in (0, 1)")
+    p.add_argument("--on-error", choices=["stop", "skip"], default="stop",
+                   help="a folder of pairs: unreadable, differently sized, misaligned or unpaired files stop "
+                        "(default) or are skipped with a warning")
     if seed:
         p.add_argument("--seed", type=_INT0, default=0)
 
@@ -122,7 +125,7 @@ def _train(args: argparse.Namespace) -> int:
     seed = settings.pop("seed", 0)
     progress = settings.pop("progress", True)
     data, _ = load_denoise_data(args.data, args.patch, args.n_train_images, 0 if args.data == "simulator" else 1,
-                                seed, args.test_fraction)
+                                seed, args.test_fraction, args.on_error)
     sigma = None if args.sigma is None else args.sigma / 255.0
     res = train_denoiser(data, args.noise, args.run_dir, steps, batch, lr, args.depth, args.width, seed, sigma,
                          args.temperature, args.resume, args.overwrite, progress=progress, **settings)
@@ -150,7 +153,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out, "--out")
     _check_denoisers(args.model, _domain(args.data))
-    _, test = load_denoise_data(args.data, args.patch, 0, args.n_test_images, args.seed, args.test_fraction)
+    _, test = load_denoise_data(args.data, args.patch, 0, args.n_test_images, args.seed, args.test_fraction,
+                                args.on_error)
     rows = evaluate_denoisers(args.model, test, args.out, crop=args.crop or None)
     print((Path(args.out) / "table.txt").read_text(), end="")
     return 0 if rows else 1

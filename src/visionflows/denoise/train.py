@@ -103,10 +103,12 @@ class SRGBPatches:
 
 
 def load_denoise_data(spec: str = "simulator", patch: int = 32, n_train_images: int = 24, n_test_images: int = 6,
-                      seed: int = 0, test_fraction: float = 0.25) -> tuple[Any, Any]:
+                      seed: int = 0, test_fraction: float = 0.25, on_error: str = "stop") -> tuple[Any, Any]:
     """``(train data, test set)`` for ``spec`` (train data None when ``n_train_images`` is 0): ``"simulator"``
     (train :class:`SimulatorPatches`; test: a scene-disjoint :class:`SimulatedSidd` of 64² packed crops) or a
-    folder of sRGB pairs (train :class:`SRGBPatches` and test :class:`SRGBPairs`, split by image)."""
+    folder of sRGB pairs (train :class:`SRGBPatches` and test :class:`SRGBPairs`, split by image; bad pairs
+    stop the load or, with ``on_error="skip"``, are left out with a warning: see
+    :func:`~visionflows.data.srgb_pairs.load_pairs`)."""
     if spec == "simulator":
         from visionflows.noise.simulator import make_simulated_dataset
 
@@ -115,7 +117,7 @@ def load_denoise_data(spec: str = "simulator", patch: int = 32, n_train_images: 
         return (SimulatorPatches(train) if train is not None else None), test
     from visionflows.data.srgb_pairs import load_pairs
 
-    pairs = load_pairs(spec)
+    pairs = load_pairs(spec, on_error=on_error)
     train, test = pairs.split(test_fraction, seed)
     return SRGBPatches(train, patch), test
 
