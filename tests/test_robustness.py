@@ -351,6 +351,8 @@ def _cases() -> list:
     ok("denoise-train-unpaired-folder-skip", dt + ["--data", "{unpaired}", "--on-error", "skip", "--patch", "8"],
        "trained 1 steps", marks=skip_warning)
     ok("denoise-eval-unpaired-folder-skip", den_srgb_eval + ["--on-error", "skip"], "psnr", marks=skip_warning)
+    err("denoise-train-patch-larger-than-simulated-images", dt + ["--patch", "5000"],
+        "as large as the patch size 5000")
     # sRGB patch sizes larger than the images: checked before any patch is allocated
     st = TRAIN_CMDS["srgb-noise"]
     err("srgb-train-patch-larger-than-images", st + ["--patch", "5000"], "--patch 5000 is larger than image")

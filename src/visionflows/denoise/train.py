@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from visionflows.denoise.dncnn import DnCNN
-from visionflows.errors import CheckpointError, ConfigError
+from visionflows.errors import CheckpointError, ConfigError, InputError
 from visionflows.io import load_model
 
 __all__ = [
@@ -113,6 +113,8 @@ def load_denoise_data(spec: str = "simulator", patch: int = 32, n_train_images: 
         from visionflows.noise.simulator import make_simulated_dataset
 
         train = make_simulated_dataset(n_train_images, 0, patch=patch, seed=seed)["train"] if n_train_images else None
+        if train is not None and len(train) == 0:
+            _patch_too_large_for_simulator(patch, n_train_images)
         test = make_simulated_dataset(0, n_test_images, patch=64, patches_per_side=2, seed=seed)["test"]
         return (SimulatorPatches(train) if train is not None else None), test
     from visionflows.data.srgb_pairs import load_pairs
@@ -120,6 +122,19 @@ def load_denoise_data(spec: str = "simulator", patch: int = 32, n_train_images: 
     pairs = load_pairs(spec, on_error=on_error)
     train, test = pairs.split(test_fraction, seed)
     return SRGBPatches(train, patch), test
+
+
+def _patch_too_large_for_simulator(patch: int, n_images: int) -> None:
+    """InputError for a simulated training set left empty by ``patch``: each simulated image is a packed raw crop
+    of half a bundled photo's side, and gives no patch when smaller than ``patch``."""
+    from visionflows.data.simulated import PHOTOS, TEST_PHOTOS, load_photo
+
+    sides = [min(load_photo(p).shape[:2]) // 2 for p in PHOTOS if p not in TEST_PHOTOS]
+    raise InputError(f"none of the {n_images} simulated training image(s) is as large as the patch size {patch} "
+                     f"(their packed raw crops are {min(sides)} to {max(sides)} pixels on a side, half the bundled "
+                     "photo's), so no training patch fits.",
+                     f"use a patch size (--patch) of at most {min(sides)}, which every simulated image has (the "
+                     "default is 32).")
 
 
 # --------------------------------------------------------------------------------------------- sources
