@@ -123,6 +123,7 @@ def assets(tmp_path_factory) -> dict[str, str]:
     a["gt"] = d / "imgs" / "0.png"
     a["pairs"] = _pairs(d / "pairs")
     a["nocam"] = _pairs(d / "nocam", stem="{k}")  # no camera labels in the names
+    a["one_pair"] = _pairs(d / "one_pair", n=1)
     a["unpaired"] = _pairs(d / "unpaired")
     (d / "unpaired" / "cam_iso100_0_noisy.png").rename(d / "unpaired" / "orphan_iso100_9_noisy.png")
     a["twocams"] = _pairs(d / "twocams", n=3, stem="cama_iso100_{k}")
@@ -353,8 +354,13 @@ def _cases() -> list:
     ok("denoise-eval-unpaired-folder-skip", den_srgb_eval + ["--on-error", "skip"], "psnr", marks=skip_warning)
     err("denoise-train-patch-larger-than-simulated-images", dt + ["--patch", "5000"],
         "as large as the patch size 5000")
-    # sRGB patch sizes larger than the images: checked before any patch is allocated
+    # a test fraction that leaves nothing to train on is named as the cause
     st = TRAIN_CMDS["srgb-noise"]
+    err("srgb-train-test-fraction-0.999", st + ["--test-fraction", "0.999"], "a test fraction of 0.999 leaves none")
+    err("srgb-experiment-test-fraction-0.999", ["srgb-noise", "experiment", "--data", "{pairs}", "--out", "{out}/x",
+                                                "--test-fraction", "0.999"], "a test fraction of 0.999 leaves none")
+    err("srgb-train-one-pair", st[:3] + ["{one_pair}"] + st[4:], "every camera/ISO group has a single image")
+    # sRGB patch sizes larger than the images: checked before any patch is allocated
     err("srgb-train-patch-larger-than-images", st + ["--patch", "5000"], "--patch 5000 is larger than image")
     err("srgb-experiment-patch-larger-than-images", ["srgb-noise", "experiment", "--data", "{pairs}", "--out",
                                                      "{out}/x", "--patch", "5000"], "--patch 5000 is larger")

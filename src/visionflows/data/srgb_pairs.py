@@ -149,9 +149,13 @@ class SRGBPairs:
             n_test = 0 if len(members) < 2 else max(1, int(round(test_fraction * len(members))))
             test += [members[j] for j in rng.permutation(len(members))[:n_test]]
         train = [i for i in range(len(self)) if i not in set(test)]
+        if not train and test:
+            raise InputError(f"a test fraction of {test_fraction:g} leaves none of the {len(self)} image pair(s) for "
+                             "training (each camera/ISO group of n images gives round(fraction x n) to test).",
+                             "use a smaller test fraction (--test-fraction), e.g. 0.25.")
         if not train or not test:
-            raise DataError(f"cannot split {len(self)} image pair(s) into train and test by image.",
-                            "provide at least two pairs.")
+            raise DataError(f"cannot split {len(self)} image pair(s) into train and test by image: every camera/ISO "
+                            "group has a single image.", "provide at least two pairs of one camera and ISO.")
         return self.subset(train), self.subset(sorted(test))
 
     def require_cameras(self) -> list[str]:
