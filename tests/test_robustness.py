@@ -360,6 +360,11 @@ def _cases() -> list:
     err("srgb-experiment-test-fraction-0.999", ["srgb-noise", "experiment", "--data", "{pairs}", "--out", "{out}/x",
                                                 "--test-fraction", "0.999"], "a test fraction of 0.999 leaves none")
     err("srgb-train-one-pair", st[:3] + ["{one_pair}"] + st[4:], "every camera/ISO group has a single image")
+    # each model flag is named in its own errors
+    xh_cama = SRGB_XH[:7] + ["cama"] + SRGB_XH[8:]
+    err("srgb-experiment-noise-flow-missing", xh_cama + ["--noise-flow", "{out}/nope"], "error: --noise-flow")
+    err("srgb-experiment-noise-flow-raw-model", xh_cama + ["--noise-flow", "{noiseflow}"], "error: --noise-flow")
+    err("srgb-adapt-out-is-dir", SRGB_ADAPT[:11] + ["{folder}"] + SRGB_ADAPT[12:], "existing folder")
     # sRGB patch sizes larger than the images: checked before any patch is allocated
     err("srgb-train-patch-larger-than-images", st + ["--patch", "5000"], "--patch 5000 is larger than image")
     err("srgb-experiment-patch-larger-than-images", ["srgb-noise", "experiment", "--data", "{pairs}", "--out",
@@ -525,6 +530,22 @@ def test_render_into_a_read_only_folder_is_one_clear_error(assets, tmp_path, cap
         err = capsys.readouterr().err
         check_clean_error(code, err)
         assert f"--out {ro / 'sub'}" in err and "not writable" in err, err
+        assert not list(ro.iterdir())
+    finally:
+        ro.chmod(0o755)
+
+
+def test_srgb_adapt_into_a_read_only_folder_names_the_whole_out_path(assets, tmp_path, capsys, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _read_only(monkeypatch, ro)
+    try:
+        argv = _fill(SRGB_ADAPT, assets, tmp_path)
+        argv[argv.index("--out") + 1] = str(ro / "sa.safetensors")
+        code = main(argv)
+        err = capsys.readouterr().err
+        check_clean_error(code, err)
+        assert f"cannot write --out {ro / 'sa.safetensors'}: the folder {ro} is not writable" in err, err
         assert not list(ro.iterdir())
     finally:
         ro.chmod(0o755)

@@ -32,6 +32,7 @@ from visionflows.validation import (
     check_input_file,
     check_model_file,
     check_output_dir,
+    check_output_file,
     number_arg,
 )
 
@@ -164,8 +165,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     x.set_defaults(func=_experiment)
 
 
-def _check_srgb_model(path: str) -> str:
-    return check_model_file(path, "--model", families=("srgb-noise",),
+def _check_srgb_model(path: str, flag: str = "--model") -> str:
+    return check_model_file(path, flag, families=("srgb-noise",),
                             fix="pass an sRGB noise model (from `visionflows srgb-noise train`); raw models: "
                                 "`visionflows noise eval`.")["path"]
 
@@ -280,7 +281,7 @@ def _adapt(args: argparse.Namespace) -> int:
     from visionflows.io import load_model, save_model
     from visionflows.noise.srgb import SRGBNoiseFlow, adapt_srgb_flow
 
-    check_output_dir(Path(args.out).parent, "--out")
+    check_output_file(args.out, "--out")
     model = load_model(_check_srgb_model(args.model))
     if not isinstance(model, SRGBNoiseFlow):
         raise ConfigError(f"--model {args.model} is a {type(model).__name__}, which has no camera entries to adapt.",
@@ -360,7 +361,7 @@ def _experiment_holdout(args: argparse.Namespace) -> int:
         if len(cams) != 1:
             raise ConfigError("--noise-flow is for one held-out camera, not --holdout-camera all.",
                               "pass --holdout-camera NAME, or drop --noise-flow.")
-        flow = _check_srgb_model(args.noise_flow)
+        flow = _check_srgb_model(args.noise_flow, "--noise-flow")
     run_srgb_denoise_study(args.data, args.out, cams, args.denoise_steps or 3000, args.max_minutes,
                            args.flow_steps or 600, flow, args.batch_size, args.patch, args.lr, seed=args.seed,
                            threads=args.threads, layout=args.layout, ema_decay=args.ema_decay,
