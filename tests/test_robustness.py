@@ -314,6 +314,11 @@ def _cases() -> list:
     for flag, value in (("--n-samples", "0"), ("--factor", "3"), ("--factor", "1"), ("--factor", "8"),
                         ("--temperature", "nan")):
         err(f"wavelet-superres{flag}={value}", W_SUPER + [flag, value], "--factor" if flag == "--factor" else flag)
+    anneal = ["--anneal", "--temperature", "0.5"]
+    err("wavelet-sample-anneal-adapt-above-steps", W_SAMPLE + anneal + ["--anneal-steps", "3", "--anneal-adapt", "5"],
+        "--anneal-adapt 5 must be less than --anneal-steps 3")
+    err("wavelet-superres-anneal-adapt-above-default-steps", W_SUPER + anneal + ["--anneal-adapt", "50"],
+        "--anneal-adapt 50 must be less than the default --anneal-steps 40")
     err("wavelet-superres-image-missing", W_SUPER[:5] + ["{out}/x.png"] + W_SUPER[6:], "does not exist")
     err("wavelet-superres-image-folder", W_SUPER[:5] + ["{folder}"] + W_SUPER[6:], "is a folder")
     err("wavelet-superres-image-bomb", W_SUPER[:5] + ["{bomb}"] + W_SUPER[6:], "VISIONFLOWS_MAX_IMAGE_PIXELS")

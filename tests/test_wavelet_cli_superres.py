@@ -107,7 +107,7 @@ def test_sample_and_single_superres_with_anneal_report_stats(model_file, tmp_pat
         (["--anneal", "--temperature", "0"], "needs --temperature > 0"),
         (["--anneal", "--anneal-steps", "0"], "must be an integer >= 1"),
         (["--anneal", "--anneal-steps", "nan"], "must be an integer"),
-        (["--anneal", "--anneal-steps", "5", "--anneal-adapt", "5"], "num_adaptation"),
+        (["--anneal", "--anneal-steps", "5", "--anneal-adapt", "5"], "--anneal-adapt 5 must be less than"),
         (["--anneal", "--step-size", "0"], "> 0"),
         (["--anneal", "--target-accept", "1"], "(0, 1)"),
         (["--anneal-steps", "5"], "--anneal is not given"),

@@ -50,6 +50,13 @@ def anneal_config(args: argparse.Namespace):
                           "p^(1/T^2)).", "use e.g. --temperature 0.8, or drop --anneal for the T = 0 mode.")
     if "num_results" in tuning and "num_adaptation" not in tuning:
         tuning["num_adaptation"] = min(10, tuning["num_results"] - 1)
+    steps = tuning.get("num_results", AnnealConfig.num_results)
+    if tuning.get("num_adaptation", 0) >= steps:
+        what = f"--anneal-steps {steps}" if "num_results" in tuning else f"the default --anneal-steps {steps}"
+        raise ConfigError(f"--anneal-adapt {tuning['num_adaptation']} must be less than {what}: the step-size "
+                          "adaptation runs in the first of the MCMC iterations.",
+                          f"pass an --anneal-adapt below {steps} (e.g. {min(10, steps - 1)}), or more --anneal-steps "
+                          "(official: --anneal-steps 40 --anneal-adapt 10).")
     if args.anneal == "official":
         return AnnealConfig.official(progress=not args.no_progress, **tuning)
     return AnnealConfig(method=args.anneal, progress=not args.no_progress, **tuning)
