@@ -106,6 +106,13 @@ def assets(tmp_path_factory) -> dict[str, str]:
         a[f"{name}_npy"] = d / f"{name}.npy"
     (d / "empty.npz").write_bytes(b"")
     a["empty_npz"] = d / "empty.npz"
+    for suffix in (".npy", ".npz"):  # a text file renamed, and arrays of Python objects
+        (d / f"text{suffix}").write_text("hello, not an array\n")
+        a[f"text_{suffix[1:]}"] = d / f"text{suffix}"
+    np.save(d / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    a["objects_npy"] = d / "objects.npy"
+    np.savez(d / "objects.npz", data=np.array([{"a": 1}], dtype=object))
+    a["objects_npz"] = d / "objects.npz"
     a["bomb"] = _png_header(d / "bomb.png", 100_000, 100_000)
     (d / "bombs").mkdir()
     _png_header(d / "bombs" / "bomb.png", 100_000, 100_000)
@@ -516,6 +523,22 @@ def test_srgb_adapt_zero_steps_prints_valid_json(assets, tmp_path, capsys):
     info = json.loads(cap.out.strip().splitlines()[-1], parse_constant=no_nan)
     assert info["train_nll_per_dim_first"] is None and info["train_nll_per_dim_last"] is None
     assert (tmp_path / "a.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", ["text", "objects"])
+def test_non_numeric_npy_and_npz_say_so_without_suggesting_pickle(name, assets, tmp_path, capsys):
+    """A text file renamed .npy/.npz, or arrays of Python objects: numpy's own message suggests loading it with
+    pickling (which runs code from the file); ours says what the file is not."""
+    npy, npz, wt = "{" + name + "_npy}", "{" + name + "_npz}", TRAIN_CMDS["wavelet"]
+    for argv, match in ((SAMPLE[:5] + [npy] + SAMPLE[6:], "is not a numeric .npy array"),
+                        (SIM[:3] + [npy] + SIM[4:], "is not a numeric .npy array"),
+                        (wt[:7] + [npz] + wt[8:], "is not an .npz archive of numeric arrays")):
+        argv = _fill(argv, assets, tmp_path)
+        code = main(argv)
+        err = capsys.readouterr().err
+        check_clean_error(code, err)
+        assert match in err and "pickle" not in err, err
+    assert not list(tmp_path.iterdir())
 
 
 def _read_only(monkeypatch, folder: Path) -> None:

@@ -249,6 +249,13 @@ def load_imagenet_npz(
             data = np.asarray(f["data"])
             labels = np.asarray(f["labels"]) if "labels" in f else None
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        from visionflows.data.raw_files import is_pickle_refusal
+
+        if is_pickle_refusal(err):
+            raise DataError(f"{path} is not an .npz archive of numeric arrays: it is not in NumPy's format (e.g. a "
+                            "text file renamed .npz) or it holds Python objects.",
+                            "use a downsampled-ImageNet .npz (train_data_batch_*.npz / val_data.npz) as "
+                            "published: re-download it.") from None
         raise DataError(f"cannot read {path}: {err or type(err).__name__}.",
                         "the file is corrupt or not an .npz archive: re-download it.") from err
     if data.dtype != np.uint8 or data.ndim != 2:

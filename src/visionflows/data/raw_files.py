@@ -20,9 +20,17 @@ import torch
 
 from visionflows.errors import DataError, InputError, OutputError
 
-__all__ = ["RAW_SUFFIXES", "read_packed_raw", "write_packed_raw", "write_raw_mat"]
+__all__ = ["RAW_SUFFIXES", "is_pickle_refusal", "read_packed_raw", "write_packed_raw", "write_raw_mat"]
 
 RAW_SUFFIXES = (".npy", ".mat")
+
+
+def is_pickle_refusal(err: BaseException) -> bool:
+    """Whether ``numpy.load(..., allow_pickle=False)`` raised ``err`` because the file is not numeric array data
+    (not in NumPy's format at all, which NumPy then takes for a pickle, or an array of Python objects). The file
+    is never loaded with pickling: that would run code from it."""
+    text = str(err)
+    return isinstance(err, ValueError) and ("pickled" in text or "allow_pickle" in text)
 
 
 def read_packed_raw(path: str | os.PathLike) -> tuple[torch.Tensor, str, bool]:
@@ -44,6 +52,11 @@ def read_packed_raw(path: str | os.PathLike) -> tuple[torch.Tensor, str, bool]:
         try:
             arr = np.load(p, allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:
+            if is_pickle_refusal(err):
+                raise InputError(f"{p} is not a numeric .npy array: it is not in NumPy's .npy format (e.g. a text "
+                                 "file renamed .npy) or it holds Python objects.",
+                                 "save a float array with numpy.save, e.g. numpy.save(path, "
+                                 "array.astype(numpy.float32)).") from None
             raise InputError(f"cannot read {p} as a .npy array ({err}).", "save it with numpy.save.") from err
         fmt = "npy"
     elif suffix == ".mat":
