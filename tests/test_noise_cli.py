@@ -84,7 +84,7 @@ def test_sample_mat_roundtrip(model_file, tmp_path, capsys):
         ("range", "[0, 1]"),
         ("nan", "NaN"),
         ("missing", "does not exist"),
-        ("corrupt", "cannot read"),
+        ("corrupt", "not a numeric .npy array: it has no NumPy header"),
         ("corrupt_model", "not a readable"),
         ("unwritable", "cannot write"),
         ("extension", "must end in .npy"),

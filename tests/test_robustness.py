@@ -530,8 +530,9 @@ def test_non_numeric_npy_and_npz_say_so_without_suggesting_pickle(name, assets, 
     """A text file renamed .npy/.npz, or arrays of Python objects: numpy's own message suggests loading it with
     pickling (which runs code from the file); ours says what the file is not."""
     npy, npz, wt = "{" + name + "_npy}", "{" + name + "_npz}", TRAIN_CMDS["wavelet"]
-    for argv, match in ((SAMPLE[:5] + [npy] + SAMPLE[6:], "is not a numeric .npy array"),
-                        (SIM[:3] + [npy] + SIM[4:], "is not a numeric .npy array"),
+    why = {"text": "is not a numeric .npy array: it has no NumPy header",
+           "objects": "is not a numeric .npy array: it holds Python objects"}[name]
+    for argv, match in ((SAMPLE[:5] + [npy] + SAMPLE[6:], why), (SIM[:3] + [npy] + SIM[4:], why),
                         (wt[:7] + [npz] + wt[8:], "is not an .npz archive of numeric arrays")):
         argv = _fill(argv, assets, tmp_path)
         code = main(argv)

@@ -53,8 +53,10 @@ def read_packed_raw(path: str | os.PathLike) -> tuple[torch.Tensor, str, bool]:
             arr = np.load(p, allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:
             if is_pickle_refusal(err):
-                raise InputError(f"{p} is not a numeric .npy array: it is not in NumPy's .npy format (e.g. a text "
-                                 "file renamed .npy) or it holds Python objects.",
+                with open(p, "rb") as fh:
+                    npy = fh.read(6) == b"\x93NUMPY"
+                what = "it holds Python objects" if npy else "it has no NumPy header (e.g. a text file renamed .npy)"
+                raise InputError(f"{p} is not a numeric .npy array: {what}.",
                                  "save a float array with numpy.save, e.g. numpy.save(path, "
                                  "array.astype(numpy.float32)).") from None
             raise InputError(f"cannot read {p} as a .npy array ({err}).", "save it with numpy.save.") from err
