@@ -79,6 +79,7 @@ def assets(tmp_path_factory) -> dict[str, str]:
     torch.manual_seed(0)
     for name, build in {
         "noiseflow": lambda: noise_model("noiseflow"),
+        "noiseflow_nlf": lambda: noise_model("noiseflow_nlf"),
         "srgb": lambda: SRGBGaussianNoise(4.0),
         "dncnn": lambda: DnCNN(depth=3, width=4, domain="raw"),
         "dncnn_srgb": lambda: DnCNN(depth=3, width=4, domain="srgb"),
@@ -282,6 +283,13 @@ def _cases() -> list:
         err(f"noise-sample-temperature={value}", SAMPLE + ["--temperature", value], "--temperature")
     err("noise-sample-iso-0", SAMPLE[:7] + ["0"] + SAMPLE[8:], "--iso")
     err("noise-sample-bad-camera", SAMPLE[:9] + ["XX"] + SAMPLE[10:], "XX")
+    nlf_sample = SAMPLE[:3] + ["{noiseflow_nlf}"] + SAMPLE[4:]
+    err("noise-sample-nlf-negative-read-variance", nlf_sample + ["--nlf-params=0.001,-1"],
+        "every read variance O must be >= 0")
+    err("noise-sample-nlf-zero-variance", nlf_sample + ["--nlf-params=1e-4,1e-6,0,0,1e-4,1e-6"], "both 0")
+    err("noise-sample-nlf-nan", nlf_sample + ["--nlf-params=1e-4,nan"], "finite")
+    err("noise-sample-nlf-space-form-negative", nlf_sample + ["--nlf-params", "-1,-1"], "every S >= 0")
+    err("missing-value-negative-hint", NOISE_TRAIN + ["--lr", "-1e-3"], "needs the '=' form, e.g. --lr=-1")
     # noise eval / import
     err("noise-eval-srgb-model", NOISE_EVAL + ["--model", "{srgb}"], "not a raw noise model")
     err("noise-eval-nan-model", NOISE_EVAL + ["--model", "{noiseflow_nan}"], "NaN")
@@ -399,6 +407,8 @@ def _cases() -> list:
     # ... and the clean ones stay clean
     ok("noise-sample-ok", SAMPLE, "noise_std")
     ok("noise-sample-temperature-0", SAMPLE + ["--temperature", "0"], "noise_std")
+    ok("noise-sample-nlf-ok", SAMPLE[:3] + ["{noiseflow_nlf}"] + SAMPLE[4:] + ["--nlf-params", "2e-4,1e-6"],
+       '"nlf_source": "--nlf-params"')
     ok("noise-presets", ["noise", "presets"], "noiseflow")
     ok("wavelet-presets", ["wavelet", "presets"], "tiny_8")
     ok("wavelet-sample-ok", W_SAMPLE + ["--n", "2"], "")
@@ -791,3 +801,14 @@ def test_ctrl_c_then_resume_matches_uninterrupted(tmp_path):
     b = torch.load(str(tmp_path / "res.pt") + ".rank0", weights_only=True)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+# ------------------------------------------------------------------------------------------------ notes
+def test_nlf_params_zero_read_variance_is_a_note(assets, tmp_path, capsys):
+    """``O = 0`` is accepted (a sensor without read noise) but the models floor it at 1e-6: one stderr note."""
+    argv = SAMPLE[:3] + ["{noiseflow_nlf}"] + SAMPLE[4:] + ["--nlf-params=2e-4,0"]
+    with pytest.warns(UserWarning) as rec:
+        code = main(_fill(argv, assets, tmp_path))
+    assert code == 0, capsys.readouterr().err
+    assert [str(w.message) for w in rec] == ["--nlf-params '2e-4,0': a read variance O of 0 is used as 1e-6, the "
+                                             "floor of the models (as SIDD does)."]

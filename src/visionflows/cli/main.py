@@ -62,7 +62,9 @@ def _usage_message(message: str, prog: str) -> str:
         return f"{message}. Fix: give {m.group(1).split('/')[0]} one of {m.group(2)}."
     m = re.match(r"argument (\S+?): expected one argument", message)
     if m:
-        return f"{message}. Fix: give {m.group(1).split('/')[0]} a value ({help_hint})."
+        flag = m.group(1).split("/")[0]
+        return (f"{message}. Fix: give {flag} a value; a value that starts with '-' needs the '=' form, e.g. "
+                f"{flag}=-1 ({help_hint}).")
     m = re.match(r"argument (\S+?): invalid (\S+) value: (.*)", message)
     if m:
         kind = {"int": "an integer", "float": "a number"}.get(m.group(2), f"a valid {m.group(2)}")
@@ -111,7 +113,27 @@ def _emit(caught: list[warnings.WarningMessage]) -> None:
     sys.stderr.flush()
 
 
+#: options whose value is a list of numbers that may start with '-' (argparse takes ``--nlf-params -1e-4,1e-6``
+#: for two options; :func:`_join_negative_lists` passes it on as ``--nlf-params=-1e-4,1e-6``)
+NEGATIVE_LIST_OPTIONS = ("--nlf-params",)
+_NEGATIVE_LIST = re.compile(r"-\.?\d[\d.eE+\-,\s]*")
+
+
+def _join_negative_lists(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in NEGATIVE_LIST_OPTIONS and i + 1 < len(argv) and _NEGATIVE_LIST.fullmatch(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def _parse(parser: ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    argv = _join_negative_lists(list(sys.argv[1:] if argv is None else argv))
     args, extras = parser.parse_known_args(argv)
     if extras:
         prog = getattr(args, "_command_prog", parser.prog)

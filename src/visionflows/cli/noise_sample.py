@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,8 @@ def add_sample_parser(s: argparse._SubParsersAction) -> None:
     m.add_argument("--nlf-params", default=None, metavar="LIST",
                    help="measured noise parameters for a measured-parameter model: variance = S·x + O in "
                         "normalised raw units, as 'S,O' (all channels), 'S_R,O_R,S_G,O_G,S_B,O_B' (a DNG "
-                        "NoiseProfile per colour plane) or 8 numbers (per packed channel)")
+                        "NoiseProfile per colour plane) or 8 numbers (per packed channel); S >= 0, O >= 0. A "
+                        "list that starts with '-' needs the '=' form: --nlf-params=-1e-4,1e-6")
     add_profiles_arg(m)
     m.add_argument("--out", required=True, help="output file (same format as --clean)")
     m.add_argument("--temperature", type=number_arg(TEMPERATURE), default=1.0,
@@ -61,7 +63,8 @@ def add_sample_parser(s: argparse._SubParsersAction) -> None:
 def parse_nlf_params(text: str, colors: tuple[int, ...] = _RGGB_PACKED) -> np.ndarray:
     """``[4, 2]`` float64 (S, O) per packed channel from ``--nlf-params`` text (commas or spaces): one pair for
     every channel, one per colour plane R, G, B (DNG NoiseProfile order; ``colors`` gives each packed channel's
-    colour), or one per packed channel. InputError for anything else, non-finite values or ``S < 0``."""
+    colour), or one per packed channel. InputError for anything else, non-finite values, ``S < 0``, ``O < 0``
+    or a channel with ``S = O = 0`` (no noise, which the models cannot represent: they floor O at 1e-6)."""
     parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
     try:
         values = np.asarray([float(p) for p in parts], np.float64)
@@ -75,6 +78,17 @@ def parse_nlf_params(text: str, colors: tuple[int, ...] = _RGGB_PACKED) -> np.nd
         raise InputError(f"--nlf-params {text!r}: every value must be finite and every S >= 0.",
                          "give the shot gain S >= 0 and the read variance O of variance = S·x + O.")
     pairs = values.reshape(-1, 2)
+    if (pairs[:, 1] < 0).any():  # a variance; the model would quietly replace it by 1e-6 (NoiseContext.with_nlf)
+        raise InputError(f"--nlf-params {text!r}: every read variance O must be >= 0 (variance = S·x + O is a "
+                         "variance; a negative O is a fit artefact).",
+                         "give O >= 0, e.g. the DNG NoiseProfile's own O, or a small positive floor such as 1e-6.")
+    if ((pairs[:, 0] == 0) & (pairs[:, 1] == 0)).any():  # zero variance: the model would still add 1e-6 of it
+        raise InputError(f"--nlf-params {text!r}: S and O are both 0 for a channel, i.e. no noise at all, which a "
+                         "measured-parameter model cannot represent (it floors the read variance at 1e-6).",
+                         "give the channel's measured S,O; for a noise-free output use --temperature 0.")
+    if (pairs[:, 1] == 0).any():
+        warnings.warn(f"--nlf-params {text!r}: a read variance O of 0 is used as 1e-6, the floor of the models "
+                      "(as SIDD does).", UserWarning, stacklevel=2)
     if len(pairs) == 1:
         return np.repeat(pairs, 4, axis=0)
     if len(pairs) == 3:
