@@ -299,6 +299,8 @@ def _cases() -> list:
     err("noise-eval-data-missing", NOISE_EVAL + ["--data", "{out}/nosidd"], "does not exist")
     err("noise-import-missing", ["noise", "import-official", "{out}/ckpt", "--out", "{out}/o.safetensors"], "")
     err("noise-import-out-is-dir", ["noise", "import-official", "{out}", "--out", "{folder}"], "existing folder")
+    err("noise-import-out-wrong-suffix", ["noise", "import-official", "{out}", "--out", "{out}/i6.pt"],
+        "must end in .safetensors")
     # srgb-noise eval
     err("srgb-eval-nan-model", SRGB_EVAL + ["--model", "{srgb_nan}"], "NaN")
     err("srgb-eval-raw-model", SRGB_EVAL + ["--model", "{noiseflow}"], "not an sRGB noise model")
@@ -316,6 +318,7 @@ def _cases() -> list:
     err("wavelet-eval-batch-size-0", W_EVAL + ["--batch-size", "0"], "--batch-size")
     err("wavelet-eval-json-is-dir", W_EVAL + ["--json", "{folder}"], "existing folder")
     err("wavelet-eval-save-model-is-dir", W_EVAL + ["--save-model", "{folder}"], "existing folder")
+    err("wavelet-eval-save-model-wrong-suffix", W_EVAL + ["--save-model", "{out}/m.pt"], "must end in .safetensors")
     err("wavelet-eval-json-long-name", W_EVAL + ["--json", "{out}/" + LONG + ".json"], "bytes long")
     err("wavelet-eval-nan-model", ["wavelet", "eval", "--model", "{wavelet_nan}", "--data", "{imgs}"], "NaN")
     err("wavelet-eval-glow-model", ["wavelet", "eval", "--model", "{glow}", "--data", "{imgs}"], "not a full Wavelet")
@@ -385,6 +388,8 @@ def _cases() -> list:
     err("srgb-experiment-noise-flow-missing", xh_cama + ["--noise-flow", "{out}/nope"], "error: --noise-flow")
     err("srgb-experiment-noise-flow-raw-model", xh_cama + ["--noise-flow", "{noiseflow}"], "error: --noise-flow")
     err("srgb-adapt-out-is-dir", SRGB_ADAPT[:11] + ["{folder}"] + SRGB_ADAPT[12:], "existing folder")
+    err("srgb-adapt-out-wrong-suffix", SRGB_ADAPT[:11] + ["{out}/sa7.npy"] + SRGB_ADAPT[12:],
+        "must end in .safetensors")
     # sRGB patch sizes larger than the images: checked before any patch is allocated
     err("srgb-train-patch-larger-than-images", st + ["--patch", "5000"], "--patch 5000 is larger than image")
     err("srgb-experiment-patch-larger-than-images", ["srgb-noise", "experiment", "--data", "{pairs}", "--out",

@@ -225,7 +225,7 @@ def _import(args: argparse.Namespace) -> int:
     from visionflows.io import save_model
     from visionflows.noise.official import load_official
 
-    check_output_file(args.out, "--out")
+    check_output_file(args.out, "--out", suffixes=[".safetensors"])
     model = check_finite_weights(load_official(args.ckpt_dir), f"official checkpoint {args.ckpt_dir}")
     path = save_model(model, args.out, extra={"source": "official Noise Flow checkpoint (BorealisAI/noise_flow)"})
     print(json.dumps({"out": str(path), "arch": model.arch, "parameters": model.num_parameters(official=True)}))

@@ -281,7 +281,7 @@ def _adapt(args: argparse.Namespace) -> int:
     from visionflows.io import load_model, save_model
     from visionflows.noise.srgb import SRGBNoiseFlow, adapt_srgb_flow
 
-    check_output_file(args.out, "--out")
+    check_output_file(args.out, "--out", suffixes=[".safetensors"])
     model = load_model(_check_srgb_model(args.model))
     if not isinstance(model, SRGBNoiseFlow):
         raise ConfigError(f"--model {args.model} is a {type(model).__name__}, which has no camera entries to adapt.",

@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             q.add_argument("--max-images", type=_INT1, default=256)
             q.add_argument("--batch-size", type=_INT1, default=32)
             q.add_argument("--json", default=None, help="also write the results to this JSON file")
-            q.add_argument("--save-model", default=None, help="save the assembled model to this file")
+            q.add_argument("--save-model", default=None, help="save the assembled model to this .safetensors file")
             q.add_argument("--no-codecs", action="store_true", help="skip the lossless-codec reference (PNG and "
                            "WebP-lossless bits/dim of the same pixels)")
             q.set_defaults(func=_eval)
@@ -249,9 +249,9 @@ def _eval(args: argparse.Namespace) -> int:
     from visionflows.io import save_model
     from visionflows.wavelet.sample import evaluate_model
 
-    for flag, path in (("--json", args.json), ("--save-model", args.save_model)):
+    for flag, path, suffix in (("--json", args.json, None), ("--save-model", args.save_model, ".safetensors")):
         if path:
-            check_output_file(path, flag)
+            check_output_file(path, flag, suffixes=[suffix] if suffix else None)
     check_image_data(args.data)
     model = _load(args)
     pool = open_images(args.data, model.resolution, model.channels, "train")
