@@ -186,6 +186,8 @@ W_EVAL = ["wavelet", "eval", "--model", "{wavelet}", "--data", "{imgs}"]
 W_SAMPLE = ["wavelet", "sample", "--model", "{wavelet}", "--out", "{out}/s"]
 W_SUPER = ["wavelet", "superres", "--model", "{wavelet}", "--image", "{gt}", "--out", "{out}/sr", "--factor", "2",
            "--n-samples", "1"]
+W_SUPER_DIR = ["wavelet", "superres", "--model", "{wavelet}", "--images", "{imgs}", "--out", "{out}/sr", "--factors",
+               "2", "--mean-of", "1", "--max-images", "2"]
 
 
 def _cases() -> list:
@@ -340,6 +342,14 @@ def _cases() -> list:
     err("wavelet-superres-image-missing", W_SUPER[:5] + ["{out}/x.png"] + W_SUPER[6:], "does not exist")
     err("wavelet-superres-image-folder", W_SUPER[:5] + ["{folder}"] + W_SUPER[6:], "is a folder")
     err("wavelet-superres-image-bomb", W_SUPER[:5] + ["{bomb}"] + W_SUPER[6:], "VISIONFLOWS_MAX_IMAGE_PIXELS")
+    # a flag of the other superres mode would be ignored
+    err("wavelet-superres-images-factor", W_SUPER_DIR + ["--factor", "2"], "--factor applies to superres --image only")
+    err("wavelet-superres-images-n-samples-mean", W_SUPER_DIR + ["--n-samples", "2", "--mean"],
+        "--n-samples, --mean apply to superres --image only")
+    err("wavelet-superres-image-factors", W_SUPER + ["--factors", "2"], "--factors applies to superres --images only")
+    err("wavelet-superres-image-max-images", W_SUPER + ["--max-images", "2"], "--max-images applies")
+    err("wavelet-superres-images-anneal-images-no-anneal", W_SUPER_DIR + ["--anneal-images", "1"],
+        "--anneal is not given")
     # glow
     gt = TRAIN_CMDS["glow"]
     err("glow-train-levels-0", gt + ["--levels", "0"], "--levels")
@@ -419,6 +429,7 @@ def _cases() -> list:
     ok("wavelet-sample-ok", W_SAMPLE + ["--n", "2"], "")
     ok("wavelet-eval-json-ok", W_EVAL + ["--json", "{out}/r.json", "--max-images", "2"], "total bits/dim")
     ok("wavelet-superres-ok", W_SUPER, "bicubic")
+    ok("wavelet-superres-images-ok", W_SUPER_DIR, "bicubic")
     ok("glow-train-16bit-folder-ok", gt, "step")
     ok("wavelet-train-warmup-alias-ok", wt + ["--warmup", "1"], "level 0")
     ok("denoise-train-ok", dt, "trained 1 steps")
@@ -817,3 +828,12 @@ def test_nlf_params_zero_read_variance_is_a_note(assets, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert [str(w.message) for w in rec] == ["--nlf-params '2e-4,0': a read variance O of 0 is used as 1e-6, the "
                                              "floor of the models (as SIDD does)."]
+
+
+def test_superres_image_larger_than_the_model_is_a_note(assets, tmp_path):
+    """A 16x16 --image on an 8x8 model is block-averaged to 8x8 first: said in one line (not silently)."""
+    with pytest.warns(UserWarning) as rec:
+        assert main(_fill(W_SUPER, assets, tmp_path)) == 0
+    assert [str(w.message) for w in rec] == [
+        f"--image {assets['gt']} is 16x16, larger than the model's 8x8: it is block-averaged to 8x8 (the ground "
+        "truth), whose x2 reduction (4x4) is super-resolved back to 8x8."]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from visionflows.cli.anneal_args import add_anneal_args as _add_anneal_args
@@ -110,16 +111,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             what.add_argument("--image", help="one ground-truth image (square, power-of-two side; or --center-crop)")
             what.add_argument("--images", help="a folder of held-out photos: centre squares at the model's "
                                                "resolution, a PSNR/SSIM table at every --factors against bicubic/box")
-            q.add_argument("--factor", type=_factor_arg, default=4, help="with --image: a power of two >= 2, below "
-                           "the model's resolution")
-            q.add_argument("--factors", type=_factors_arg, default=(2, 4), help="with --images: comma-separated "
+            q.add_argument("--factor", type=_factor_arg, default=None, help="with --image: a power of two >= 2, "
+                           "below the model's resolution (default 4)")
+            q.add_argument("--factors", type=_factors_arg, default=None, help="with --images: comma-separated "
                            "powers of two (default 2,4)")
-            q.add_argument("--n-samples", type=_INT1, default=4, help="with --image: samples drawn (1 at T = 0)")
-            q.add_argument("--mean", action="store_true", help="with --image: output the mean of the --n-samples "
-                           "samples (the conditional-mean estimate)")
-            q.add_argument("--mean-of", type=_INT1, default=8, help="with --images: samples averaged by the "
-                           "mean-of-n method (T = 1)")
-            q.add_argument("--max-images", type=_INT1, default=64, help="with --images: photos used")
+            q.add_argument("--n-samples", type=_INT1, default=None, help="with --image: samples drawn (default 4; "
+                           "1 at T = 0)")
+            q.add_argument("--mean", action="store_true", default=None, help="with --image: output the mean of the "
+                           "--n-samples samples (the conditional-mean estimate)")
+            q.add_argument("--mean-of", type=_INT1, default=None, help="with --images: samples averaged by the "
+                           "mean-of-n method (T = 1; default 8)")
+            q.add_argument("--max-images", type=_INT1, default=None, help="with --images: photos used (default 64)")
             q.add_argument("--anneal-images", type=_INT1, default=None, help="with --images and --anneal: annealed "
                            "on the first N photos only (it is slow; default all)")
             q.add_argument("--center-crop", action="store_true", help="centre-crop and resize any image")
@@ -297,8 +299,33 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``superres`` flags of one mode only → their default (a flag given in the other mode would be ignored)
+_IMAGE_ONLY = {"factor": 4, "n_samples": 4, "mean": False}
+_IMAGES_ONLY = {"factors": (2, 4), "mean_of": 8, "max_images": 64, "anneal_images": None}
+
+
+def _check_superres_mode(args: argparse.Namespace) -> None:
+    """A ``--image`` flag given with ``--images`` (or the other way round) is an error, not ignored; then the
+    defaults are filled in."""
+    given, other, mode = (_IMAGE_ONLY, "--images", "--image") if args.images else (_IMAGES_ONLY, "--image", "--images")
+    flags = ["--" + k.replace("_", "-") for k in given if getattr(args, k) is not None]
+    if flags:
+        fix = ("give the factors of the table with --factors (e.g. --factors 2), " if "--factor" in flags and
+               args.images else "give --factor F (one factor), " if "--factors" in flags else "")
+        raise ConfigError(f"{', '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} to superres {mode} only; "
+                          f"with {other} {'it' if len(flags) == 1 else 'they'} would be ignored.",
+                          f"{fix}drop {', '.join(flags)}, or use {mode}.")
+    if args.images and args.anneal_images is not None and args.anneal is None:
+        raise ConfigError("--anneal-images limits the annealed sampling, but --anneal is not given.",
+                          "add --anneal (hmc, mala, nuts or official), or drop --anneal-images.")
+    for k, default in {**_IMAGE_ONLY, **_IMAGES_ONLY}.items():
+        if getattr(args, k) is None:
+            setattr(args, k, default)
+
+
 def _superres(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")
+    _check_superres_mode(args)
     anneal = _anneal_config(args)
     if args.images:
         return _superres_folder(args, anneal)
@@ -317,6 +344,12 @@ def _superres(args: argparse.Namespace) -> int:
             "convert the image (RGB ↔ greyscale) or use a model with the matching channel count.",
         )
     gt = prepare_ground_truth(image, model.resolution, args.center_crop)
+    side, r = image.shape[-1], model.resolution
+    if not args.center_crop and side > r:  # the model works at its own resolution only
+        warnings.warn(f"--image {args.image} is {side}x{side}, larger than the model's {r}x{r}: it is "
+                      f"block-averaged to {r}x{r} (the ground truth), whose x{args.factor} reduction "
+                      f"({r // args.factor}x{r // args.factor}) is super-resolved back to {r}x{r}.", UserWarning,
+                      stacklevel=2)
     rep = super_resolution_report(model, gt, args.factor, args.out, args.n_samples, args.temperature, args.seed,
                                   anneal=anneal, reduce="mean" if args.mean else None)
     print(f"super-resolution x{rep['factor']}: {rep['low_res']}² → {rep['resolution']}², T = {rep['temperature']} "
