@@ -230,6 +230,7 @@ def _cases() -> list:
     # wavelet train
     wt = TRAIN_CMDS["wavelet"]
     err("wavelet-train-parallel-0", wt[:5] + ["all", "--parallel", "0"] + wt[6:], "--parallel")
+    err("wavelet-train-one-level-parallel-2", wt + ["--parallel", "2"], "--level 0 trains one level")
     err("wavelet-train-level-abc", wt[:5] + ["abc"] + wt[6:], "--level")
     err("wavelet-train-level-9", wt[:5] + ["9"] + wt[6:], "outside")
     err("wavelet-train-level--1", wt[:5] + ["-1"] + wt[6:], "--level")

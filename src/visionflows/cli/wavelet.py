@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--preset", required=True, help="preset name (see `visionflows wavelet presets`)")
     t.add_argument("--level", required=True, type=_level_arg, help="level index L, or 'all'")
     t.add_argument("--parallel", type=_INT1, default=None,
-                   help="with --level all: worker processes training levels at a time (default: one per GPU when "
+                   help="with --level all only: worker processes training levels at a time (default: one per GPU when "
                         "there are several, else 1)")
     t.add_argument("--data", default=None, help="image folder, ImageNet .npz, or 'builtin' (default)")
     t.add_argument("--channels", type=int, choices=[1, 3], default=None, help="override the preset's colour channels")
@@ -189,6 +189,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.level != "all" and args.level > n:
         raise ConfigError(f"--level {args.level} is outside 0..{n} for preset {preset.name}.",
                           f"use a level in 0..{n}, or --level all.")
+    if args.level != "all" and args.parallel is not None:
+        raise ConfigError(f"--parallel {args.parallel} sets how many levels train at a time, but --level "
+                          f"{args.level} trains one level: it would be ignored.",
+                          "drop --parallel, or train every level with --level all --parallel N.")
     check_image_data(args.data)
     if args.level == "all":
         return _train_all(args, preset, root, overrides)
