@@ -94,6 +94,8 @@ def assets(tmp_path_factory) -> dict[str, str]:
     a["dncnn_run"] = d / "dncnn_run"
     np.save(d / "clean.npy", np.full((4, 8, 8), 0.3, np.float32))
     a["clean"] = d / "clean.npy"
+    np.save(d / "own.npy", np.full((4, 8, 8), 0.3, np.float32))  # an input that an --out must not overwrite
+    a["own_npy"] = d / "own.npy"
     (d / "empty.npy").write_bytes(b"")
     a["empty_npy"] = d / "empty.npy"
     for name, shape in (("h0", (4, 0, 8)), ("b0", (0, 4, 8, 8))):
@@ -378,6 +380,11 @@ def _cases() -> list:
         err(f"noise-simulate-{name}", SIM[:3] + [key] + SIM[4:], "clean values must lie in [0, 1]")
         err(f"noise-render-{name}", ["noise", "render", key, "--camera", "S6", "--out", "{out}/r.png"],
             "raw values must lie in [0, 1]")
+    # an --out that names the input file would overwrite it
+    err("noise-simulate-out-is-clean", SIM[:3] + ["{own_npy}"] + SIM[4:-1] + ["{own_npy}"], "same file as --clean")
+    err("noise-simulate-out-is-clean-other-spelling", SIM[:3] + ["{own_npy}"] + SIM[4:-1] + ["{assets}/./own.npy"],
+        "same file as --clean")
+    err("noise-sample-out-is-clean", SAMPLE[:5] + ["{own_npy}"] + SAMPLE[6:-1] + ["{own_npy}"], "same file as --clean")
     # denoise train/eval take --on-error like srgb-noise (the error suggests it)
     den_srgb_eval = ["denoise", "eval", "--model", "{dncnn_srgb}", "--out", "{out}/ev", "--data", "{unpaired}"]
     err("denoise-train-unpaired-folder", dt + ["--data", "{unpaired}"], "--on-error skip")

@@ -357,8 +357,11 @@ def _check_location(p: Path, flag: str, is_dir: bool) -> None:
                           "choose a writable output location.")
 
 
-def check_output_file(path: str | os.PathLike, flag: str, suffixes: Collection[str] | None = None) -> Path:
-    """``path`` if a file can be written there: not an existing folder, names short enough, parent writable.
+def check_output_file(path: str | os.PathLike, flag: str, suffixes: Collection[str] | None = None,
+                      inputs: Mapping[str, str | os.PathLike | None] | None = None) -> Path:
+    """``path`` if a file can be written there: not an existing folder, names short enough, parent writable,
+    and not the same file as one of ``inputs`` (``{flag: path}`` of the command's input files: writing the
+    output would destroy that input).
 
     Creates nothing (nothing is left behind when a later check fails)."""
     p = Path(path)
@@ -369,8 +372,20 @@ def check_output_file(path: str | os.PathLike, flag: str, suffixes: Collection[s
     if suffixes and p.suffix.lower() not in {s.lower() for s in suffixes}:
         shown = " or ".join(sorted(suffixes))
         raise OutputError(f"{flag} {p} must end in {shown}.", f"use e.g. {p.with_suffix(next(iter(suffixes)))}.")
+    for in_flag, in_path in (inputs or {}).items():
+        if in_path is not None and _same_file(p, Path(in_path)):
+            raise OutputError(f"{flag} {p} is the same file as {in_flag} {in_path}: writing it would overwrite "
+                              "the input.", f"give {flag} a new file name, e.g. {p.with_stem(p.stem + '_out')}.")
     _check_location(p, flag, is_dir=False)
     return p
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (through links, ``..`` or another spelling of the path)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): compare the resolved names
+        return a.resolve() == b.resolve()
 
 
 def check_output_dir(path: str | os.PathLike, flag: str) -> Path:

@@ -165,7 +165,8 @@ def _sample(args: argparse.Namespace) -> int:
     from visionflows.noise.metrics import uses_measured_params
 
     suffix = Path(args.clean).suffix.lower()
-    check_output_file(args.out, "--out", suffixes=[suffix] if suffix in (".npy", ".mat") else None)
+    check_output_file(args.out, "--out", suffixes=[suffix] if suffix in (".npy", ".mat") else None,
+                      inputs={"--clean": args.clean})
     model = load_noise_model(args.model)
     info: dict[str, Any] = {}
     extra: dict[str, Any] = {}

@@ -336,7 +336,8 @@ def _simulate(args: argparse.Namespace) -> int:
     from visionflows.noise.context import check_raw_values
 
     suffix = Path(args.clean).suffix.lower()
-    check_output_file(args.out, "--out", suffixes=[suffix] if suffix in (".npy", ".mat") else None)
+    check_output_file(args.out, "--out", suffixes=[suffix] if suffix in (".npy", ".mat") else None,
+                      inputs={"--clean": args.clean})
     physics = physics_from_names(args.physics)
     if args.bits is not None and not 8 <= args.bits <= 16:
         raise InputError(f"--bits {args.bits} is outside 8..16.", "use the sensor's bit depth, e.g. 12 or 14.")
