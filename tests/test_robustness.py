@@ -845,3 +845,21 @@ def test_superres_image_larger_than_the_model_is_a_note(assets, tmp_path):
     assert [str(w.message) for w in rec] == [
         f"--image {assets['gt']} is 16x16, larger than the model's 8x8: it is block-averaged to 8x8 (the ground "
         "truth), whose x2 reduction (4x4) is super-resolved back to 8x8."]
+
+
+def test_fp16_skipped_steps_do_not_step_the_schedule(assets, tmp_path, capsys):
+    """--amp fp16: the grad scaler skips the steps whose gradients overflow (at first, the initial scale 2^16
+    does on CPU); the LR schedule waits for the optimiser (no raw PyTorch lr_scheduler warning, no schedule value
+    skipped): it has stepped once per optimiser update."""
+    import math
+    import warnings
+
+    argv = _fill(TRAIN_CMDS["wavelet"], assets, tmp_path)
+    argv[argv.index("--steps") + 1] = "6"
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        assert main(argv + ["--amp", "fp16", "--device", "cpu", "--warmup-steps", "4"]) == 0, capsys.readouterr().err
+    assert not [str(w.message) for w in rec if "lr_scheduler" in str(w.message)]
+    state = torch.load(find_checkpoints(tmp_path / "run" / "level_0")[-1] / "state.pt", weights_only=False)
+    skipped = round(math.log2(65536.0 / state["scaler"]["scale"]))  # each overflow halves the scale
+    assert state["scheduler"]["last_epoch"] == 6 - skipped

@@ -203,12 +203,20 @@ def _train_locked(task, config, run_dir, resume, device, dist_info) -> TrainResu
                 loss.backward()
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            updated = True
             if scaler is not None:
+                scale = scaler.get_scale()
                 scaler.step(optimizer)
                 scaler.update()
+                # fp16: a step whose scaled gradients overflowed is skipped (and the scale lowered; the first
+                # steps at the initial scale 2^16 often are). The schedule counts optimiser updates, so it waits
+                # as well: stepping it anyway skips schedule values and makes PyTorch warn "lr_scheduler.step()
+                # before optimizer.step()".
+                updated = scaler.get_scale() >= scale
             else:
                 optimizer.step()
-            scheduler.step()
+            if updated:
+                scheduler.step()
             if ema is not None:
                 ema.update(model)
             done = step + 1
