@@ -81,6 +81,7 @@ class SRGBPairs:
     root: str = ""
     layout: str = ""
     _weights: np.ndarray | None = field(default=None, repr=False)
+    _smallest: tuple[int, int, int] | None = field(default=None, repr=False)  # (index, h, w) of the smallest image
 
     def __len__(self) -> int:
         return len(self.names)
@@ -177,8 +178,10 @@ class SRGBPairs:
         patch size is called in the message, e.g. a command-line flag)."""
         if not self.noisy:
             return
-        i = min(range(len(self)), key=lambda j: min(self.noisy[j].shape[:2]))
-        h, w = self.noisy[i].shape[:2]
+        if self._smallest is None:  # once: random_patches checks on every batch
+            i = min(range(len(self)), key=lambda j: min(self.noisy[j].shape[:2]))
+            self._smallest = (i, *self.noisy[i].shape[:2])
+        i, h, w = self._smallest
         if min(h, w) < patch:
             raise DataError(f"{name} {patch} is larger than image {self.names[i]} ({w}x{h}); patches are cut from "
                             "every image.", f"use {name} {min(h, w)} or less.")
