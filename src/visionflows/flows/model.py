@@ -27,15 +27,81 @@ subclasses as thin wrappers over these methods.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from visionflows.errors import InputError
 from visionflows.flows.base import Bijector
+from visionflows.validation import MAX_TEMPERATURE
 
-__all__ = ["FlowModel", "batch_size_of"]
+__all__ = ["FlowModel", "batch_size_of", "check_data", "check_generator", "check_num_samples", "check_temperature"]
+
+
+
+def check_temperature(temperature: Any, anneal: bool = False) -> float:
+    """A finite sampling temperature in ``[0, MAX_TEMPERATURE]`` (``> 0`` when annealing) as a float;
+    :class:`~visionflows.errors.InputError` if not."""
+    if isinstance(temperature, bool) or (isinstance(temperature, Tensor) and temperature.numel() != 1):
+        raise InputError(f"temperature must be a number, got {temperature!r}.", "pass e.g. 0.8.")
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        raise InputError(f"temperature must be a number, got {temperature!r}.", "pass e.g. 0.8.") from None
+    if not math.isfinite(t):
+        raise InputError(f"temperature must be finite, got {t}.", "pass a temperature like 0.8 or 1.0.")
+    if anneal and t <= 0.0:
+        raise InputError(
+            f"annealed sampling needs a temperature T > 0 (it targets p^γ with γ = 1/T²), got {t}.",
+            "pass a temperature in (0, 1], e.g. 0.97 (the paper's), or use T = 0 without annealing for the mode.",
+        )
+    if t < 0.0:
+        raise InputError(f"temperature must be ≥ 0, got {t}.", "pass a temperature in [0, 1], e.g. 0.8.")
+    if t > MAX_TEMPERATURE:
+        raise InputError(f"temperature {t:g} is above {MAX_TEMPERATURE:g}: the latent would be scaled so far that "
+                         "samples overflow into meaningless values.", "pass a temperature in [0, 1], e.g. 0.8.")
+    return t
+
+
+def check_num_samples(num_samples: Any, name: str = "num_samples") -> int:
+    """``num_samples`` as an int ≥ 1 (an int or a 0-d integer tensor; bools, floats and strings are refused)."""
+    n = num_samples
+    if isinstance(n, Tensor) and n.dim() == 0 and not n.is_floating_point() and n.dtype != torch.bool:
+        n = int(n)
+    if hasattr(n, "__index__") and not isinstance(n, (bool, Tensor)):
+        n = int(n.__index__())  # numpy integers
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"{name} must be an integer ≥ 1, got {num_samples!r} ({type(num_samples).__name__}).",
+                         "pass the number of samples to draw as a positive int, e.g. sample(4).")
+    return n
+
+
+def check_generator(generator: Any) -> torch.Generator | None:
+    """``generator`` if it is ``None`` or a :class:`torch.Generator`; :class:`InputError` otherwise."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InputError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.",
+                         "pass generator=torch.Generator().manual_seed(seed).")
+    return generator
+
+
+def check_data(x: Any, name: str = "x", finite: bool = True) -> Tensor:
+    """``x`` if it is a non-empty floating-point tensor (and finite, when ``finite``): the checks every public
+    entry point on a flow's continuous data makes before any work. :class:`InputError` naming the problem."""
+    if not isinstance(x, Tensor):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}.", "convert it with torch.as_tensor.")
+    if not x.is_floating_point():
+        raise InputError(f"{name} must be a floating-point tensor (the flow's continuous data), got dtype {x.dtype}.",
+                         "image models: score pixels with log_prob(images), or dequantise them first with "
+                         "model.preprocess(images); otherwise convert with x.float().")
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise InputError(f"{name} has no samples (shape {tuple(x.shape)}).", "pass a batch of at least one sample.")
+    if finite and not bool(torch.isfinite(x).all()):
+        raise InputError(f"{name} contains {int((~torch.isfinite(x)).sum())} NaN/Inf value(s).",
+                         "clean the data first (e.g. torch.nan_to_num) or drop the affected samples.")
+    return x
 
 
 class FlowModel(nn.Module):
@@ -81,6 +147,13 @@ class FlowModel(nn.Module):
                 return t
         return torch.zeros(())
 
+    def _like_model(self, x: Tensor) -> Tensor:
+        """``x`` on the model's device and, for a model with floating parameters or buffers, in their dtype."""
+        ref = next(self.parameters(), None)
+        if ref is None:
+            ref = next((b for b in self.buffers() if b.is_floating_point()), None)
+        return x.to(self.reference_tensor().device) if ref is None else x.to(ref.device, ref.dtype)
+
     # -- hooks -----------------------------------------------------------------------------------------
     def prepare_context(self, context: Any, x: Tensor | None = None) -> Any:
         """Validate ``context`` (against data ``x`` when given) and move it to the model's device.
@@ -89,8 +162,6 @@ class FlowModel(nn.Module):
         if context is None:
             return None
         if not self.conditional:
-            from visionflows.errors import InputError
-
             raise InputError(f"{type(self).__name__} is unconditional but got a context of type "
                              f"{type(context).__name__}.", "pass temperature and generator by keyword.")
         ref = self.reference_tensor()
@@ -110,13 +181,20 @@ class FlowModel(nn.Module):
     # -- exact maps ------------------------------------------------------------------------------------
     def encode(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
         """Data → latent: ``(z, log|det ∂z/∂x| [B])``. Deterministic."""
+        check_data(x, "encode's input x")
         ctx = self.prepare_context(context, x)
-        return self.transform(x.to(self.reference_tensor().device), ctx)
+        return self.transform(self._like_model(x), ctx)
 
     def decode(self, z: Tensor, context: Any = None) -> Tensor:
         """Latent → data, exactly (no sampling)."""
+        check_data(z, "decode's latent z")
         ctx = self.prepare_context(context, z)
-        return self.transform.inverse(z.to(self.reference_tensor().device), ctx)[0]
+        if ctx is None and (not self.conditional or self.event_shape is not None):
+            want = tuple(self.latent_shape(int(z.shape[0])))
+            if tuple(z.shape) != want:
+                raise InputError(f"decode expects latents of shape {want} ([B, ...] as encode returns), got "
+                                 f"{tuple(z.shape)}.", "pass z from model.encode(x) (or of that shape).")
+        return self.transform.inverse(self._like_model(z), ctx)[0]
 
     # -- densities -------------------------------------------------------------------------------------
     def log_prob(self, x: Tensor, context: Any = None, *, generator: torch.Generator | None = None) -> Tensor:
@@ -145,14 +223,20 @@ class FlowModel(nn.Module):
     ) -> Tensor:
         """Draw samples: prior sample at ``temperature``, decode, postprocess. Give ``num_samples`` or a context
         (a context may also be passed as the first argument)."""
+        if not self.conditional and num_samples is not None:
+            num_samples = check_num_samples(num_samples)
         num_samples, context = split_sample_args(num_samples, context)
+        temperature = check_temperature(temperature)
+        check_generator(generator)
         ctx = self.prepare_context(context)
         if num_samples is None:
             if ctx is None:
-                raise ValueError("give num_samples or a context")
+                raise InputError(f"{type(self).__name__}.sample needs num_samples or a context.",
+                                 "call model.sample(n) (or model.sample(context) for a conditional model).")
             num_samples = batch_size_of(ctx)
+        num_samples = check_num_samples(num_samples)
         ref = self.reference_tensor()
-        z = self.prior.sample(self.latent_shape(int(num_samples), ctx), temperature, generator, ref.device, ref.dtype)
+        z = self.prior.sample(self.latent_shape(num_samples, ctx), temperature, generator, ref.device, ref.dtype)
         return self.postprocess(self.transform.inverse(z, ctx)[0])
 
     # -- examples --------------------------------------------------------------------------------------

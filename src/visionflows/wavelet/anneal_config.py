@@ -10,7 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from visionflows.errors import ConfigError, InputError
+from visionflows.errors import ConfigError
+from visionflows.flows.model import check_temperature  # shared by every family's sample(); re-exported here
 
 __all__ = [
     "METHODS",
@@ -22,24 +23,6 @@ __all__ = [
 ]
 
 METHODS = ("hmc", "mala", "nuts")
-
-
-def check_temperature(temperature: Any, anneal: bool = False) -> float:
-    """A finite sampling temperature (``> 0`` when annealing, ``≥ 0`` otherwise); :class:`InputError` if not."""
-    try:
-        t = float(temperature)
-    except (TypeError, ValueError):
-        raise InputError(f"temperature must be a number, got {temperature!r}.", "pass e.g. 0.8.") from None
-    if not math.isfinite(t):
-        raise InputError(f"temperature must be finite, got {t}.", "pass a temperature like 0.8 or 1.0.")
-    if anneal and t <= 0.0:
-        raise InputError(
-            f"annealed sampling needs a temperature T > 0 (it targets p^γ with γ = 1/T²), got {t}.",
-            "pass a temperature in (0, 1], e.g. 0.97 (the paper's), or use T = 0 without annealing for the mode.",
-        )
-    if t < 0.0:
-        raise InputError(f"temperature must be ≥ 0, got {t}.", "pass a temperature in [0, 1], e.g. 0.8.")
-    return t
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,71 @@
+"""The Python API's counterpart of ``test_robustness.py``: bad input to the public model API is ONE clear exception
+(an :class:`~visionflows.errors.InputError` / :class:`~visionflows.errors.CheckpointError` / ... naming the problem
+and the fix), never a deep PyTorch error (``mat1 and mat2 shapes``, ``index out of range``, ``Input type (double)
+and bias type (float)``), an ``AttributeError`` of a missing check, or a silently NaN / wrong result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import visionflows
+from visionflows.errors import InputError
+
+
+def _glow():
+    return visionflows.create_model("glow", resolution=8, levels=2, steps=1, width=4).eval()
+
+
+def _raises(fn, match: str, exc: type[Exception] = InputError, fix: bool = True) -> None:
+    with pytest.raises(exc, match=match) as info:
+        fn()
+    if fix:
+        assert "Fix:" in str(info.value), str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------ sampling args
+@pytest.mark.parametrize("n", [0, -1, 2.5, "3", True])
+def test_sample_counts_must_be_positive_integers(n) -> None:
+    _raises(lambda: _glow().sample(n), "num_samples must be an integer ≥ 1")
+
+
+@pytest.mark.parametrize("t", [-1.0, float("nan"), float("inf"), 1e30, "a"])
+def test_sample_temperature_is_checked(t) -> None:
+    _raises(lambda: _glow().sample(2, temperature=t), "temperature")
+
+
+def test_sample_generator_must_be_a_generator() -> None:
+    _raises(lambda: _glow().sample(2, generator="seed"), "generator must be a torch.Generator")
+
+
+def test_sample_count_as_a_numpy_or_tensor_integer_still_works() -> None:
+    import numpy as np
+
+    model = _glow()
+    assert model.sample(np.int64(2)).shape == (2, 3, 8, 8)
+    assert model.sample(torch.tensor(3)).shape == (3, 3, 8, 8)
+
+
+# ------------------------------------------------------------------------------------------------ encode / decode
+def test_encode_refuses_what_is_not_continuous_finite_data() -> None:
+    model = _glow()
+    x = torch.rand(2, 3, 8, 8) - 0.5
+    _raises(lambda: model.encode(x.numpy()), "must be a torch.Tensor")
+    _raises(lambda: model.encode((x * 255).to(torch.uint8)), "floating-point.*preprocess")
+    _raises(lambda: model.encode(x[:0]), "no samples")
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    _raises(lambda: model.encode(bad), "1 NaN/Inf")
+
+
+def test_decode_checks_the_latent_shape_and_values() -> None:
+    model = _glow()
+    z, _ = model.encode(torch.rand(2, 3, 8, 8) - 0.5)
+    _raises(lambda: model.decode(torch.cat([z, z[:, :1]], 1)), r"decode expects latents of shape \(2, 192\)")
+    _raises(lambda: model.decode(z * float("nan")), "NaN/Inf")
+
+
+def test_float64_data_on_a_float32_level_is_scored_in_float32() -> None:
+    level = visionflows.create_model("waveletflow_level").eval()
+    x, low = level.example_inputs(2)
+    assert torch.equal(level.log_prob(x.double(), low), level.log_prob(x, low))
