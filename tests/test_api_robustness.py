@@ -10,10 +10,17 @@ import torch
 
 import visionflows
 from visionflows.errors import InputError
+from visionflows.noise import NoiseContext
 
 
 def _glow():
     return visionflows.create_model("glow", resolution=8, levels=2, steps=1, width=4).eval()
+
+
+def _noise_inputs(batch: int = 2):
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(batch, 4, 8, 8, generator=g) * 0.9 + 0.05
+    return torch.randn(batch, 4, 8, 8, generator=g) * 0.02, clean
 
 
 def _raises(fn, match: str, exc: type[Exception] = InputError, fix: bool = True) -> None:
@@ -69,3 +76,33 @@ def test_float64_data_on_a_float32_level_is_scored_in_float32() -> None:
     level = visionflows.create_model("waveletflow_level").eval()
     x, low = level.example_inputs(2)
     assert torch.equal(level.log_prob(x.double(), low), level.log_prob(x, low))
+
+
+# ------------------------------------------------------------------------------------------------ noise models
+@pytest.mark.parametrize("name", ["noiseflow", "camera_nlf", "gaussian_noise", "heteroscedastic_noise"])
+def test_noise_models_refuse_bad_noise_and_missing_conditioning(name) -> None:
+    model = visionflows.create_model(name).eval()
+    noise, clean = _noise_inputs()
+    _raises(lambda: model.log_prob(noise, clean, None, "S6"), "iso is missing")
+    _raises(lambda: model.log_prob(noise, clean, 800, None), "camera is missing")
+    _raises(lambda: model.sample(clean), "iso is missing")
+    _raises(lambda: model.log_prob(noise.to(torch.uint8), clean, 800, "S6"), "noise must be floating point")
+    ctx = NoiseContext.create(clean, 800, "S6")
+    _raises(lambda: model.log_prob(noise.to(torch.uint8), ctx), "noise must be floating point")
+    _raises(lambda: model.log_prob(noise * float("nan"), ctx), "noise contains 512 NaN/Inf")
+    _raises(lambda: model.log_prob(noise[:0], clean[:0], 800, "S6"), "no pixels")
+    _raises(lambda: model.log_prob(noise, ctx, 800, "S6"), "together with a NoiseContext")
+    _raises(lambda: model.log_prob(noise, clean, 800, "S6", nlf=torch.full((2, 5), 1e-4)), r"must be \[2, 2\]")
+    _raises(lambda: model.sample(ctx, temperature=-1.0), "temperature must be ≥ 0")
+
+
+def test_a_noise_context_from_the_plain_constructor_is_rechecked() -> None:
+    model = visionflows.create_model("noiseflow").eval()
+    noise, clean = _noise_inputs()
+    iso, cam = torch.tensor([800, 800]), torch.tensor([2, 2])
+    _raises(lambda: model.log_prob(noise, NoiseContext(clean, iso, torch.tensor([-1, -1]))), "camera index -1")
+    _raises(lambda: model.log_prob(noise, NoiseContext(clean, iso[:1], cam)), r"context.iso must be .*\[2\]")
+    _raises(lambda: model.log_prob(noise, NoiseContext(clean, iso, cam.float())), "context.camera must be")
+    _raises(lambda: model.log_prob(noise, NoiseContext(clean * 5, iso, cam)), r"lie in \[0, 1\]")
+    _raises(lambda: model.log_prob(noise, NoiseContext(clean * float("nan"), iso, cam)), "NaN/Inf")
+    assert torch.isfinite(model.log_prob(noise, NoiseContext(clean, iso, cam))).all()

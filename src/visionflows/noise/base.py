@@ -13,6 +13,7 @@ The contract methods take ``(x, context)``; as sugar, ``context`` may be the cle
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -21,7 +22,8 @@ from torch import Tensor, nn
 from visionflows.cameras import CAMERAS, ISOS
 from visionflows.errors import InputError
 from visionflows.flows import Bijector, FlowModel
-from visionflows.noise.context import NoiseContext
+from visionflows.flows.model import check_generator, check_temperature
+from visionflows.noise.context import NoiseContext, check_raw_values
 
 __all__ = ["NoiseModel", "resolve_context"]
 
@@ -41,23 +43,66 @@ def resolve_context(
     for its ISOs, camera range and the noise shape only. ``nlf``: optional per-sample metadata NLF
     ``(beta1 [B], beta2 [B])`` or per-channel ``[B, C, 2]`` attached to the context."""
     if isinstance(clean, NoiseContext):
+        if iso is not None or camera is not None:
+            raise InputError("iso/camera were given together with a NoiseContext, which already holds them.",
+                             "pass either a NoiseContext or clean, iso and camera, not both.")
         ctx = clean
-        if noise is not None and tuple(noise.shape) != tuple(ctx.clean.shape):
-            raise InputError(f"noise shape {tuple(noise.shape)} does not match clean shape {tuple(ctx.clean.shape)}.",
-                             "pass noise and clean patches of the same [B, 4, H, W] shape.")
-        if not continuous_iso:
-            allowed = torch.tensor(list(isos), device=ctx.iso.device)
-            ok = (ctx.iso[:, None] == allowed[None]).any(1)
-            if not ok.all():
-                raise InputError(f"ISO {int(ctx.iso[~ok][0])} is not one of the model's ISO levels "
-                                 f"{', '.join(map(str, isos))}.", "use a listed ISO or continuous_iso=True.")
-        if num_cameras is not None and ctx.batch_size and int(ctx.camera.max()) >= num_cameras:
-            raise InputError(f"camera index {int(ctx.camera.max())} is not one of this model's {num_cameras} "
-                             "cameras.", f"use 0..{num_cameras - 1}, or a model adapted to that camera.")
+        _recheck_context(ctx, noise, None if continuous_iso else isos, num_cameras)
     else:
         ctx = NoiseContext.create(clean, iso, camera, noise=noise, allowed_isos=None if continuous_iso else isos,
                                   num_cameras=num_cameras)
     return ctx.with_nlf(nlf) if nlf is not None else ctx
+
+
+def _recheck_context(ctx: NoiseContext, noise: Tensor | None, isos: tuple[int, ...] | None,
+                     num_cameras: int | None) -> None:
+    """Re-check a given :class:`NoiseContext` (it may come from the plain constructor, which does not validate)
+    and the ``noise`` scored under it: shapes and dtypes, then every value check in one device round trip."""
+    fix = "build the context with NoiseContext.create(clean, iso, camera), which validates it."
+    clean = ctx.clean
+    if not isinstance(clean, Tensor) or clean.dim() != 4 or not clean.is_floating_point():
+        got = f"{tuple(clean.shape)} {clean.dtype}" if isinstance(clean, Tensor) else type(clean).__name__
+        raise InputError(f"context.clean must be a floating-point [B, C, H, W] tensor, got {got}.", fix)
+    b = clean.shape[0]
+    if b == 0:
+        raise InputError(f"the context holds no samples (clean shape {tuple(clean.shape)}).",
+                         "pass a batch of at least one patch.")
+    for name in ("iso", "camera"):
+        t = getattr(ctx, name)
+        if not isinstance(t, Tensor) or t.dim() != 1 or t.shape[0] != b or t.is_floating_point() or \
+                t.dtype == torch.bool:
+            got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
+            raise InputError(f"context.{name} must be an integer tensor [{b}] (one per sample), got {got}.", fix)
+    if noise is not None:
+        if not noise.is_floating_point():
+            raise InputError(f"noise must be floating point (noisy − clean), got dtype {noise.dtype}.",
+                             "pass the noise as a float tensor, e.g. (noisy - clean).float().")
+        if tuple(noise.shape) != tuple(clean.shape):
+            raise InputError(f"noise shape {tuple(noise.shape)} does not match clean shape {tuple(clean.shape)}.",
+                             "pass noise and clean patches of the same [B, 4, H, W] shape.")
+    f32 = {"dtype": torch.float32, "device": clean.device}
+    iso_ok = torch.ones((), **f32) if isos is None else \
+        (ctx.iso[:, None] == torch.tensor(list(isos), device=ctx.iso.device)[None]).any(1).all().to(**f32)
+    lo, hi, total, cam_lo, cam_hi, ok = torch.stack([
+        clean.amin().to(**f32), clean.amax().to(**f32),
+        noise.sum().to(**f32) if noise is not None else torch.zeros((), **f32),
+        ctx.camera.min().to(**f32), ctx.camera.max().to(**f32), iso_ok.to(**f32),
+    ]).tolist()  # one synchronisation for every value check
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+        check_raw_values(clean, what="context.clean")  # raises naming NaN/Inf or the range
+    if not math.isfinite(total) and not bool(torch.isfinite(noise).all()):
+        raise InputError(f"noise contains {int((~torch.isfinite(noise)).sum())} NaN/Inf value(s).",
+                         "clean the data first (SIDD: NaN -> 0).")
+    if not ok:
+        allowed = torch.tensor(list(isos), device=ctx.iso.device)
+        bad = ~(ctx.iso[:, None] == allowed[None]).any(1)
+        raise InputError(f"ISO {int(ctx.iso[bad][0])} is not one of the model's ISO levels "
+                         f"{', '.join(map(str, isos))}.", "use a listed ISO or continuous_iso=True.")
+    if cam_lo < 0:
+        raise InputError(f"camera index {int(cam_lo)} is negative.", "use camera indices >= 0 (or camera codes).")
+    if num_cameras is not None and cam_hi >= num_cameras:
+        raise InputError(f"camera index {int(cam_hi)} is not one of this model's {num_cameras} cameras.",
+                         f"use 0..{num_cameras - 1}, or a model adapted to that camera.")
 
 
 def _batched(x: Tensor) -> Tensor:
@@ -143,6 +188,8 @@ class NoiseModel(FlowModel):
         if context is None or isinstance(context, int) or num_samples is not None:
             raise InputError(f"{type(self).__name__} is conditional: sample(context) draws one noise patch per "
                              "clean patch of the context.", "pass a NoiseContext or clean, iso and camera.")
+        temperature = check_temperature(temperature)
+        check_generator(generator)
         ctx = self.context(context, iso, camera, nlf=nlf)
         y = ctx.clean
         if generator is None:  # randn_like also traces under torch.compile with a dynamic batch size

@@ -39,6 +39,10 @@ def check_raw_values(values: Tensor, source: str | None = None, what: str = "cle
 
 
 def _batch_tensor(value: Any, batch: int, name: str, device: torch.device) -> Tensor:
+    if value is None:
+        example = "800" if name == "iso" else "'S6' (or an index 0..4)"
+        raise InputError(f"{name} is missing: every noise patch needs its {name}.",
+                         f"pass {name} as one value for the batch or one per sample, e.g. {example}.")
     if isinstance(value, Tensor):
         t = value.detach().to(device)
     elif isinstance(value, (list, tuple)):
@@ -163,6 +167,10 @@ class NoiseContext:
             t = torch.stack([t[..., 0], torch.where(t[..., 1] <= 0, torch.full_like(t[..., 1], 1e-6), t[..., 1])], -1)
             return NoiseContext(self.clean, self.iso, self.camera, t)
         if isinstance(nlf, (Tensor, np.ndarray)) and np.ndim(nlf) == 2:
+            if tuple(nlf.shape) != (b, 2):
+                raise InputError(f"per-sample NLF must be [{b}, 2] (beta1, beta2 per sample), got "
+                                 f"{tuple(nlf.shape)}.", "give one (beta1, beta2) pair per sample, or [B, C, 2] "
+                                 "per channel.")
             nlf = (nlf[:, 0], nlf[:, 1])
         try:
             b1 = torch.as_tensor(nlf[0], dtype=torch.float64, device=dev).reshape(-1).expand(b)
@@ -213,7 +221,15 @@ class NoiseContext:
         if not clean.is_floating_point():
             raise InputError(f"clean must be floating point in [0, 1], got dtype {clean.dtype}.",
                              "normalise raw values: (DN - black) / (white - black).")
+        if clean.numel() == 0:
+            raise InputError(f"clean holds no pixels (shape {tuple(clean.shape)}).",
+                             "pass a batch of at least one patch of at least 1×1.")
         if noise is not None:
+            if not isinstance(noise, Tensor):
+                raise InputError(f"noise must be a torch.Tensor, got {type(noise).__name__}.", "use torch.as_tensor.")
+            if not noise.is_floating_point():
+                raise InputError(f"noise must be floating point (noisy − clean), got dtype {noise.dtype}.",
+                                 "pass the noise as a float tensor, e.g. (noisy - clean).float().")
             if noise.dim() == 3 and clean.shape[0] == 1:
                 noise = noise[None]
             if tuple(noise.shape) != tuple(clean.shape):
