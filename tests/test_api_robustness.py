@@ -106,3 +106,52 @@ def test_a_noise_context_from_the_plain_constructor_is_rechecked() -> None:
     _raises(lambda: model.log_prob(noise, NoiseContext(clean * 5, iso, cam)), r"lie in \[0, 1\]")
     _raises(lambda: model.log_prob(noise, NoiseContext(clean * float("nan"), iso, cam)), "NaN/Inf")
     assert torch.isfinite(model.log_prob(noise, NoiseContext(clean, iso, cam))).all()
+
+
+# ------------------------------------------------------------------------------------------------ sRGB models
+def _srgb_inputs(batch: int = 2):
+    g = torch.Generator().manual_seed(0)
+    return 3.0 * torch.randn(batch, 3, 8, 8, generator=g), torch.rand(batch, 3, 8, 8, generator=g)
+
+
+def test_srgb_flow_takes_float64_and_float16_clean_images() -> None:
+    from visionflows.noise.srgb import SRGBNoiseFlow
+
+    model = SRGBNoiseFlow(cameras=["a"], isos=[100]).eval()
+    noise, clean = _srgb_inputs()
+    ref = model.log_prob(noise, clean, 100, "a")
+    torch.testing.assert_close(model.log_prob(noise, clean.double(), 100, "a"), ref)
+    assert torch.isfinite(model.log_prob(noise, clean.half(), 100, "a")).all()
+    assert torch.isfinite(model.log_prob(noise, model.context(clean.double(), 100, "a"))).all()
+
+
+@pytest.mark.parametrize("name", ["srgb_noiseflow", "srgb_gaussian", "srgb_heteroscedastic"])
+def test_srgb_models_refuse_bad_iso_noise_and_contexts(name) -> None:
+    from visionflows.noise.srgb import SRGBContext
+
+    model = visionflows.create_model(name).eval()
+    noise, clean = _srgb_inputs()
+    _raises(lambda: model.log_prob(noise, clean, "abc", "a"), "ISO 'abc' is not a whole number")
+    _raises(lambda: model.log_prob(noise, clean, 2.5, "a"), "ISO 2.5")
+    _raises(lambda: model.log_prob(noise.to(torch.int16), clean, 100, "a"), "dequantize_noise")
+    _raises(lambda: model.log_prob(noise[:0], clean[:0], 100, "a"), "no pixels")
+    _raises(lambda: model.sample(clean, 100, "a", temperature=float("nan")), "temperature must be finite")
+    n_iso, n_cam = model.n_iso, model.n_cam
+    zeros = torch.zeros(2, dtype=torch.long)
+    _raises(lambda: model.log_prob(noise, SRGBContext(clean, zeros + 99, zeros, n_iso, n_cam)), "iso_idx holds 99")
+    _raises(lambda: model.log_prob(noise, SRGBContext(clean, zeros, zeros, n_iso + 5, n_cam)), "vocabulary")
+    _raises(lambda: model.log_prob(noise, SRGBContext(clean, zeros[:1], zeros, n_iso, n_cam)), r"\[2\]")
+    _raises(lambda: model.log_prob(noise, SRGBContext(clean, zeros.float(), zeros, n_iso, n_cam)), "integer")
+    _raises(lambda: model.log_prob(noise, SRGBContext(clean * float("nan"), zeros, zeros, n_iso, n_cam)), "NaN")
+    _raises(lambda: model.log_prob(noise, model.context(clean, 100, "a"), 100, "a"), "together with an SRGBContext")
+
+
+@pytest.mark.parametrize("kwargs", [{"variance": -1.0}, {"variance": float("nan")}, {"variance": 0}])
+def test_srgb_gaussian_variance_must_be_positive(kwargs) -> None:
+    _raises(lambda: visionflows.create_model("srgb_gaussian", **kwargs), "variance must be a finite number > 0")
+
+
+def test_srgb_heteroscedastic_parameters_must_be_finite() -> None:
+    _raises(lambda: visionflows.create_model("srgb_heteroscedastic", a=[0.0, float("nan"), 0.0]), "3 finite")
+    _raises(lambda: visionflows.create_model("srgb_heteroscedastic", b=[1.0]), "3 finite")
+    _raises(lambda: visionflows.create_model("srgb_heteroscedastic", min_variance=0.0), "min_variance")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +11,8 @@ from torch import Tensor, nn
 
 from visionflows.errors import InputError
 from visionflows.flows import Bijector, FlowModel
-from visionflows.noise.srgb.context import SRGBContext, as_clean, as_list
+from visionflows.flows.model import check_generator, check_temperature
+from visionflows.noise.srgb.context import SRGBContext, as_clean, as_iso, as_list
 
 __all__ = ["SRGBNoiseModel"]
 
@@ -43,18 +45,60 @@ class SRGBNoiseModel(FlowModel):
 
     def context(self, clean: Tensor | SRGBContext, iso: Any = None, camera: Any = None) -> SRGBContext:
         """Validated :class:`SRGBContext`. ``iso``: int / sequence / tensor (0 or None = unknown); ``camera``:
-        name / sequence of names (None = unknown). Values not in the fit-time vocabulary map to "unknown"."""
+        name / sequence of names (None = unknown). Values not in the fit-time vocabulary map to "unknown".
+        A given SRGBContext is re-checked (it may come from the plain constructor or another model)."""
         device = self.reference_tensor().device
+        weight = next(self.parameters(), None)  # a flow computes in its weights' dtype; baselines in clean's
         if isinstance(clean, SRGBContext):
-            return clean.to(device=device)
+            if iso is not None or camera is not None:
+                raise InputError("iso/camera were given together with an SRGBContext, which already holds them.",
+                                 "pass either an SRGBContext or clean, iso and camera, not both.")
+            ctx = self._recheck(clean)
+            return ctx.to(device=device, dtype=weight.dtype if weight is not None else None)
         clean = as_clean(clean)
+        if weight is not None:
+            clean = clean.to(weight.dtype)
         b = clean.shape[0]
         isos = as_list(iso, b, "iso")
         cams = as_list(camera, b, "camera")
-        iso_idx = [self._iso_index.get(int(i), 0) if i is not None else 0 for i in isos]
+        iso_idx = [self._iso_index.get(as_iso(i), 0) if i is not None else 0 for i in isos]
         cam_idx = [self._cam_index.get(str(c).lower(), 0) if c is not None else 0 for c in cams]
         return SRGBContext(clean.to(device), torch.tensor(iso_idx, device=device),
                            torch.tensor(cam_idx, device=device), self.n_iso, self.n_cam)
+
+    def _recheck(self, ctx: SRGBContext) -> SRGBContext:
+        fix = "build the context with model.context(clean, iso, camera) of this very model."
+        if (ctx.n_iso, ctx.n_cam) != (self.n_iso, self.n_cam):
+            raise InputError(f"the context was built for a vocabulary of {ctx.n_iso} ISOs × {ctx.n_cam} cameras, "
+                             f"this {type(self).__name__} has {self.n_iso} × {self.n_cam} (unknown included).", fix)
+        clean = ctx.clean
+        if not isinstance(clean, Tensor) or clean.dim() != 4 or clean.shape[1] != 3 or not clean.is_floating_point():
+            got = f"{tuple(clean.shape)} {clean.dtype}" if isinstance(clean, Tensor) else type(clean).__name__
+            raise InputError(f"context.clean must be floating-point sRGB [B, 3, H, W] in [0, 1], got {got}.", fix)
+        b = clean.shape[0]
+        if clean.numel() == 0:
+            raise InputError(f"the context holds no pixels (clean shape {tuple(clean.shape)}).",
+                             "pass at least one image of at least 1×1.")
+        for name in ("iso_idx", "cam_idx"):
+            t = getattr(ctx, name)
+            if not isinstance(t, Tensor) or t.dim() != 1 or t.shape[0] != b or t.is_floating_point() or \
+                    t.dtype == torch.bool:
+                got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
+                raise InputError(f"context.{name} must be an integer tensor [{b}] (one per image), got {got}.", fix)
+        f32 = {"dtype": torch.float32, "device": clean.device}
+        lo, hi, i_lo, i_hi, c_lo, c_hi = torch.stack([
+            clean.amin().to(**f32), clean.amax().to(**f32), ctx.iso_idx.min().to(**f32),
+            ctx.iso_idx.max().to(**f32), ctx.cam_idx.min().to(**f32), ctx.cam_idx.max().to(**f32)]).tolist()
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise InputError("context.clean contains NaN/Inf values.", "clean the data first.")
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(f"context.clean values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}].",
+                             "divide 8-bit values by 255.")
+        for name, low, high, n in (("iso_idx", i_lo, i_hi, self.n_iso), ("cam_idx", c_lo, c_hi, self.n_cam)):
+            if low < 0 or high >= n:
+                raise InputError(f"context.{name} holds {int(low if low < 0 else high)}, outside this model's "
+                                 f"0..{n - 1} (0 = unknown).", fix)
+        return ctx
 
     def nll_per_dim(self, noise: Tensor, clean: Any, iso: Any = None, camera: Any = None) -> Tensor:
         """NLL in nats per dimension ``[B]`` (noise in 8-bit levels: the discrete 8-bit NLL bound)."""
@@ -67,6 +111,9 @@ class SRGBNoiseModel(FlowModel):
         if tuple(noise.shape) != tuple(ctx.clean.shape):
             raise InputError(f"noise shape {tuple(noise.shape)} does not match clean {tuple(ctx.clean.shape)}.",
                              "pass noise and clean of the same [B, 3, H, W] shape.")
+        if not noise.is_floating_point():
+            raise InputError(f"noise must be floating point (dequantised, in 8-bit levels), got dtype {noise.dtype}.",
+                             "dequantise 8-bit pairs with visionflows.noise.srgb.dequantize_noise(noisy, clean).")
         if not torch.isfinite(noise).all():
             raise InputError("noise contains NaN/Inf.", "clean the data first.")
         return noise.to(device=ctx.clean.device, dtype=ctx.clean.dtype)
@@ -107,6 +154,8 @@ class SRGBNoiseModel(FlowModel):
         if context is None or isinstance(context, int) or num_samples is not None:
             raise InputError(f"{type(self).__name__} is conditional: sample(context) draws one noise image per "
                              "clean image.", "pass the clean images (and iso, camera) or an SRGBContext.")
+        temperature = check_temperature(temperature)
+        check_generator(generator)
         ctx = self.context(context, iso, camera)
         y = ctx.clean
         eps = torch.randn(tuple(y.shape), generator=generator, dtype=y.dtype).to(y.device)

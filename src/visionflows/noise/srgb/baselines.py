@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,20 @@ from visionflows.registry import register_model
 __all__ = ["SRGBGaussianNoise", "SRGBHeteroscedasticNoise"]
 
 
+def _float(v: Any, name: str) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {v!r}.", "pass finite numbers.") from None
+
+
+def _positive(v: Any, name: str) -> None:
+    f = _float(v, name)
+    if isinstance(v, bool) or not math.isfinite(f) or f <= 0:
+        raise InputError(f"{name} must be a finite number > 0 (a variance in DN²), got {v!r}.",
+                         "fit the baseline on training noise (the class's fit method) or pass a positive value.")
+
+
 class SRGBGaussianNoise(SRGBNoiseModel):
     """Baseline: i.i.d. zero-mean Gaussian noise with one variance (DN²), fitted as the unbiased sample variance
     of all training noise values (dequantised)."""
@@ -24,6 +39,7 @@ class SRGBGaussianNoise(SRGBNoiseModel):
     kind = "srgb_gaussian"
 
     def __init__(self, variance: float = 1.0) -> None:
+        _positive(variance, "variance")
         super().__init__(ContextScale(self._scale), StandardNormal())
         self.register_buffer("variance", torch.tensor(float(variance)))
 
@@ -49,6 +65,11 @@ class SRGBHeteroscedasticNoise(SRGBGaussianNoise):
 
     def __init__(self, a: Sequence[float] = (0.0, 0.0, 0.0), b: Sequence[float] = (1.0, 1.0, 1.0),
                  min_variance: float = 1.0 / 12.0) -> None:
+        for name, v in (("a", a), ("b", b)):
+            if len(v) != 3 or not all(math.isfinite(_float(e, name)) for e in v):
+                raise InputError(f"{name} must be 3 finite numbers (one per channel), got {list(v)!r}.",
+                                 "fit the baseline with SRGBHeteroscedasticNoise.fit(noise, clean).")
+        _positive(min_variance, "min_variance")
         SRGBNoiseModel.__init__(self, ContextScale(self._scale), StandardNormal())
         self.register_buffer("a", torch.tensor([float(v) for v in a]))
         self.register_buffer("b", torch.tensor([float(v) for v in b]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ from torch import Tensor
 
 from visionflows.errors import InputError
 
-__all__ = ["SRGBContext", "dequantize_noise", "quantize_noisy", "integer_noise", "as_clean", "as_list"]
+__all__ = ["SRGBContext", "dequantize_noise", "quantize_noisy", "integer_noise", "as_clean", "as_iso", "as_list"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ def as_clean(clean: Tensor | np.ndarray) -> Tensor:
     if clean.dim() != 4 or clean.shape[1] != 3:
         raise InputError(f"clean must be [B, 3, H, W] sRGB, got shape {tuple(clean.shape)}.",
                          "pass NCHW RGB images (uint8, or float in [0, 1]).")
+    if clean.numel() == 0:
+        raise InputError(f"clean holds no pixels (shape {tuple(clean.shape)}).",
+                         "pass at least one image of at least 1×1.")
     if not clean.is_floating_point() or not torch.isfinite(clean).all():
         raise InputError("clean must be finite floating point in [0, 1] (or uint8).", "divide 8-bit values by 255.")
     lo, hi = float(clean.min()), float(clean.max())
@@ -67,8 +71,20 @@ def as_clean(clean: Tensor | np.ndarray) -> Tensor:
     return clean
 
 
+def as_iso(iso: Any) -> int:
+    """One ISO value as an int (``0`` = unknown); :class:`InputError` unless it is a whole number ≥ 0."""
+    try:
+        v = float(iso)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if isinstance(iso, bool) or not math.isfinite(v) or v != int(v) or v < 0:
+        raise InputError(f"ISO {iso!r} is not a whole number ≥ 0.", "pass ISO values such as 100 or 1600 "
+                         "(0 or None: unknown).")
+    return int(v)
+
+
 def as_list(v: Any, b: int, name: str) -> list:
-    if v is None or isinstance(v, (str, int, np.integer)):
+    if v is None or isinstance(v, (str, int, float, np.integer, np.floating)):
         return [v] * b
     if isinstance(v, Tensor):
         v = v.reshape(-1).tolist() if v.dim() else [v.item()] * b
