@@ -59,3 +59,32 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for cmd in ("noise", "wavelet", "denoise", "srgb-noise", "glow", "demo"):
         assert cmd in out
+
+
+def _all_parsers(parser):
+    """``parser`` and every sub-command parser below it."""
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                yield from _all_parsers(sub)
+
+
+def test_help_shows_every_numeric_flags_range():
+    import argparse
+
+    from visionflows.cli.main import build_parser
+
+    checked = 0
+    for parser in _all_parsers(build_parser()):
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            rule = getattr(action.type, "rule", None)
+            if rule is None or not action.option_strings or action.help == argparse.SUPPRESS:
+                continue
+            flag = action.option_strings[-1]
+            assert f"[{rule.describe()}]" in text, f"{parser.prog} --help does not show the range of {flag}"
+            checked += 1
+    assert checked > 60  # every command's numeric flags, not a few

@@ -123,6 +123,7 @@ def number_arg(rule: Range) -> Callable[[str], Any]:
         return int(v) if rule.integer else v
 
     parse.__name__ = rule.describe()
+    parse.rule = rule  # type: ignore[attr-defined]  (``--help`` shows it: cli.main.RangeHelpFormatter)
     return parse
 
 

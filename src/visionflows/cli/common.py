@@ -58,12 +58,13 @@ def add_trainer_args(
     run_dir_help: str | None = None,
     seed_help: str | None = None,
     legacy_warmup: bool = False,
+    device_help: str = "auto (default), cpu, cuda, cuda:1",
 ) -> None:
     """The trainer flags of every train command, mapping onto :class:`~visionflows.training.TrainConfig`.
 
     ``steps``/``lr``/``batch_size``/``warmup_steps`` are the defaults shown in ``--help`` (a number, or a
     description such as ``"the preset's"``); ``run_dir_default`` (or ``run_dir_required=False``) makes
-    ``--run-dir`` optional, ``run_dir_help`` describes it. Every numeric
+    ``--run-dir`` optional, ``run_dir_help`` describes it, ``device_help`` ``--device``. Every numeric
     flag is checked at parse time with the same rule as the config field (:data:`TRAIN_RULES`)."""
     r = TRAIN_RULES
     g = p.add_argument_group("training (the same flags for every train command)")
@@ -86,18 +87,18 @@ def add_trainer_args(
         g.add_argument("--warmup", dest="warmup_steps", type=number_arg(r["warmup_steps"]), action=_DeprecatedAlias,
                        new="--warmup-steps", help=argparse.SUPPRESS)
     g.add_argument("--grad-clip", type=number_arg(r["grad_clip"]), default=None,
-                   help="clip the gradient norm to this value (> 0; default: no clipping)")
+                   help="clip the gradient norm to this value (default: no clipping)")
     g.add_argument("--ema-decay", type=number_arg(r["ema_decay"]), default=None,
-                   help="keep an EMA of the weights with this decay, in (0, 1)")
+                   help="keep an EMA of the weights with this decay")
     g.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="mixed precision (log-dets stay fp32)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step")
     g.add_argument("--seed", type=number_arg(r["seed"]), default=None, help=seed_help or "random seed (default 0)")
-    g.add_argument("--device", type=device_arg, default=None, help="auto (default), cpu, cuda, cuda:1")
+    g.add_argument("--device", type=device_arg, default=None, help=device_help)
     g.add_argument("--checkpoint-every", type=number_arg(r["checkpoint_every"]), default=None,
                    help="steps between checkpoints")
     g.add_argument("--max-minutes", type=number_arg(r["max_minutes"]), default=None,
                    help="stop (with a checkpoint) after this wall time")
-    g.add_argument("--threads", type=number_arg(r["num_threads"]), default=None, help="torch CPU threads (>= 1)")
+    g.add_argument("--threads", type=number_arg(r["num_threads"]), default=None, help="torch CPU threads")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     defaults = {k: v for k, v in (("steps", steps), ("lr", lr), ("batch_size", batch_size),
                                   ("warmup_steps", warmup_steps)) if not isinstance(v, str)}

@@ -39,7 +39,7 @@ def _add_data(p: argparse.ArgumentParser, seed: bool = True) -> None:
     p.add_argument("--n-train-images", type=_INT1, default=24, help="simulated training images (simulator)")
     p.add_argument("--n-test-images", type=_INT1, default=6, help="simulated test images (simulator)")
     p.add_argument("--test-fraction", type=number_arg(OPEN_UNIT), default=0.25,
-                   help="held-out fraction of sRGB images, in (0, 1)")
+                   help="held-out fraction of sRGB images")
     p.add_argument("--on-error", choices=["stop", "skip"], default="stop",
                    help="a folder of pairs: unreadable, differently sized, misaligned or unpaired files stop "
                         "(default) or are skipped with a warning")
@@ -54,15 +54,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a DnCNN with noise from a noise model (or real pairs)")
     t.add_argument("--noise", required=True,
                    help="gaussian | nlf | real | path of a noise-model file (Noise Flow, sRGB Noise Flow, baseline)")
-    t.add_argument("--depth", type=number_arg(Range(integer=True, low=3)), default=9, help="conv layers (>= 3)")
+    t.add_argument("--depth", type=number_arg(Range(integer=True, low=3)), default=9, help="conv layers")
     t.add_argument("--width", type=_INT1, default=32)
     t.add_argument("--sigma", type=number_arg(Range(low=0, high=255, low_open=True)), default=None,
-                   help="fixed Gaussian σ in 8-bit levels, in (0, 255] (default: σ ~ U(0.24, 11.5)/255 per batch)")
+                   help="fixed Gaussian σ in 8-bit levels (default: σ ~ U(0.24, 11.5)/255 per batch)")
     t.add_argument("--temperature", type=number_arg(TEMPERATURE), default=1.0,
                    help="noise-model sampling temperature")
     _add_data(t, seed=False)
     add_trainer_args(t, steps=1000, lr=1e-3, batch_size=32,
-                     seed_help="seed of the training, the data and the initialisation (default 0)")
+                     seed_help="seed of the training, the data and the initialisation (default 0)",
+                     device_help="cpu (default), auto, cuda, cuda:1")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="PSNR/SSIM of denoisers on real or simulated noisy/clean pairs")

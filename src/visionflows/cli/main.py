@@ -34,8 +34,30 @@ COMMAND_MODULES = (
 )
 
 
+class RangeHelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows the accepted range of every numeric flag parsed by :func:`~visionflows.validation.number_arg`
+    (e.g. ``--lr LR  learning rate (default 1e-3) [a finite number > 0]``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        rule = getattr(action.type, "rule", None)
+        if rule is None or not text or text == argparse.SUPPRESS:
+            return text
+        return f"{text} [{rule.describe()}]"
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with errors in the package's one-line form: ``visionflows: error: … Fix: …`` and exit 2."""
+    """argparse with errors in the package's one-line form: ``visionflows: error: … Fix: …`` and exit 2; every
+    (sub-)command's ``--help`` shows the ranges of its numeric flags (:class:`RangeHelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        kwargs.setdefault("formatter_class", RangeHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def _add_action(self, action: argparse.Action) -> argparse.Action:
+        if action.help is None and getattr(action.type, "rule", None) is not None:  # so that --help shows the range
+            action.help = "required" if action.required else f"default {action.default}"
+        return super()._add_action(action)
 
     def error(self, message: str):  # noqa: D401 - argparse API
         print(f"visionflows: error: {_usage_message(message, self.prog)}", file=sys.stderr)

@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         data_args(q)
         q.add_argument("--patch", type=_PATCH, default=32, help="patch side in pixels")
         q.add_argument("--test-fraction", type=number_arg(OPEN_UNIT), default=0.25,
-                       help="held-out fraction of images, in (0, 1) (ignored with --holdout-camera)")
+                       help="held-out fraction of images (ignored with --holdout-camera)")
         if holdout:
             q.add_argument("--holdout-camera", metavar="NAME",
                            help="leave this camera out: train on the other cameras, test on its pairs (experiment: "
@@ -94,7 +94,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="train the 'unknown' camera/ISO entries: replace each patch's camera (and ISO) by unknown "
                         "with this probability (what an unseen camera gets; default 0)")
     add_trainer_args(t, steps=2000, lr=1e-3, batch_size=32,
-                     seed_help="seed of the training and of the train/test split (default 0)")
+                     seed_help="seed of the training and of the train/test split (default 0)",
+                     device_help="cpu (the default, and the only device this command runs on)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="NLL/dim and marginal KL on held-out pairs, with Gaussian baselines")
@@ -156,8 +157,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --holdout-camera NAME: an sRGB Noise Flow trained without that camera (file or run "
                         "dir; default: train one here)")
     x.add_argument("--ema-decay", type=number_arg(Range(low=0, high=1, high_open=True)), default=0.0,
-                   help="with --holdout-camera: score each denoiser with the moving average of its weights, in "
-                        "[0, 1) (default 0 = the last weights; 0.999 measured worse at 1000-2000 steps)")
+                   help="with --holdout-camera: score each denoiser with the moving average of its weights "
+                        "(default 0 = the last weights; 0.999 measured worse at 1000-2000 steps)")
     x.add_argument("--preset", choices=SRGB_PRESETS, default="srgb_noiseflow_spatial",
                    help="with --holdout-camera: the flow trained on the other cameras (default srgb_noiseflow_spatial)")
     x.add_argument("--threads", type=_INT1, default=None, help="torch CPU threads")

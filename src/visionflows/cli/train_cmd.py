@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data", default="builtin", help="'builtin', an image folder or a downsampled-ImageNet .npz")
     t.add_argument("--resolution", type=number_arg(Range(integer=True, low=2)), default=32,
                    help="image side (divisible by 2^levels)")
-    t.add_argument("--levels", type=_INT1, default=3, help="multi-scale levels (>= 1)")
+    t.add_argument("--levels", type=_INT1, default=3, help="multi-scale levels")
     t.add_argument("--flow-steps", type=_INT1, default=8, help="Glow steps per level (K)")
     t.add_argument("--width", type=_INT1, default=128)
     t.add_argument("--channels", type=int, choices=[1, 3], default=3)

@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      seed_help="base seed (level L uses seed + L; default 0)", legacy_warmup=True)
     for action in t._actions:  # the wavelet meaning of two shared flags
         if action.option_strings == ["--threads"]:
-            action.help = "torch threads per level job (>= 1)"
+            action.help = "torch threads per level job"
         if action.option_strings == ["--max-minutes"]:
             action.help = ("stop (with a checkpoint) after this wall time; with --level all: the whole run's budget, "
                            "shared over the levels by their cost")
@@ -99,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         else:
             q.add_argument("--out", required=True, help="output folder")
             q.add_argument("--temperature", type=number_arg(TEMPERATURE), default=1.0,
-                           help="sampling temperature in [0, 10] (1 = the model)")
+                           help="sampling temperature (1 = the model)")
         if name == "sample":
             q.add_argument("--n", type=_INT1, default=16, help="samples per resolution")
             _add_anneal_args(q)
