@@ -5,15 +5,18 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch 2.13.0 is the CPU build on this project's machines; torch>=2.3 stays open in pyproject.
+# torch 2.13.0 is the CPU build on this project's machines (their pip finds local CPU wheels); torch>=2.3 stays
+# open in pyproject. Elsewhere `make TORCH_INDEX=https://download.pytorch.org/whl/cpu ...` takes the CPU wheel
+# instead of PyPI's default (CUDA) one.
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: install demo demo-quick test test-fast lint docs bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[test,docs]"
 	touch $@
 

@@ -151,7 +151,7 @@ def _nuts(target: _Target, eps: Tensor, cfg: AnnealConfig, generator, desc: str,
           callback: Callable[[int, Tensor], None] | None = None) -> tuple[Tensor, dict[str, Any]]:
     try:
         from pyro.infer import MCMC, NUTS
-    except ImportError as err:  # pragma: no cover - pyro-ppl is a dependency
+    except ImportError as err:  # pragma: no cover - pyro-ppl is the optional `mcmc` extra (in `test`)
         raise ConfigError("annealing method 'nuts' needs Pyro (pyro-ppl).",
                           "pip install pyro-ppl, or use method='hmc'.") from err
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
