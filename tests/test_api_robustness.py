@@ -155,3 +155,58 @@ def test_srgb_heteroscedastic_parameters_must_be_finite() -> None:
     _raises(lambda: visionflows.create_model("srgb_heteroscedastic", a=[0.0, float("nan"), 0.0]), "3 finite")
     _raises(lambda: visionflows.create_model("srgb_heteroscedastic", b=[1.0]), "3 finite")
     _raises(lambda: visionflows.create_model("srgb_heteroscedastic", min_variance=0.0), "min_variance")
+
+
+# ------------------------------------------------------------------------------------------------ Wavelet Flow
+@pytest.fixture(scope="module")
+def tiny_wavelet():
+    return visionflows.create_model("waveletflow_tiny_8").eval()
+
+
+def test_wavelet_empty_batches_are_input_errors(tiny_wavelet) -> None:
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    _raises(lambda: tiny_wavelet.log_prob(images[:0]), r"hold no pixels \(shape \(0, 3, 8, 8\)\)")
+    _raises(lambda: tiny_wavelet.bits_per_dim(images[:0]), "hold no pixels")
+    _raises(lambda: tiny_wavelet.super_resolve(images[:0, :, :2, :2], 2), "hold no pixels")
+
+
+def test_wavelet_sample_counts_and_resolution_are_checked(tiny_wavelet) -> None:
+    _raises(lambda: tiny_wavelet.sample(0), "num_samples must be an integer ≥ 1")  # was: silently 1 sample
+    _raises(lambda: tiny_wavelet.sample(2.5), "num_samples")
+    _raises(lambda: tiny_wavelet.sample_pyramid(-2), "n must be an integer ≥ 1")
+    _raises(lambda: tiny_wavelet.sample_pyramid(2, "a"), "resolution must be an int")
+    _raises(lambda: tiny_wavelet.sample(2, temperature=11.0), "above 10")
+    _raises(lambda: tiny_wavelet.super_resolve(torch.zeros(1, 3, 8, 8), 2), "already 8×8")
+    assert tiny_wavelet.sample(2, temperature=0.5).shape == (2, 3, 8, 8)
+
+
+def test_wavelet_encode_and_decode_check_their_input(tiny_wavelet) -> None:
+    _raises(lambda: tiny_wavelet.encode(torch.zeros(2, 3, 8, 8).numpy()), "must be a torch.Tensor")
+    _raises(lambda: tiny_wavelet.encode(torch.full((2, 3, 8, 8), float("nan"))), "NaN/Inf")
+    z, _ = tiny_wavelet.encode(torch.zeros(2, 3, 8, 8))
+    _raises(lambda: tiny_wavelet.decode(torch.cat([z, z[:, :1]], 1)), r"latents of shape \(2, 192\)")
+
+
+def test_wavelet_level_checks_data_context_and_sizes(tiny_wavelet) -> None:
+    level = tiny_wavelet.levels[2]
+    x, low = level.example_inputs(2)
+    _raises(lambda: level.log_prob(x, "low"), "needs cond I_1")
+    _raises(lambda: level.log_prob(x, low * float("nan")), "context I_1 contains")
+    _raises(lambda: level.log_prob(x.numpy(), low), "must be a torch.Tensor")
+    _raises(lambda: level.log_prob(x * float("nan"), low), "NaN/Inf")
+    _raises(lambda: level.sample(low.to(torch.uint8)), "floating-point")
+    _raises(lambda: level.sample(low[:0]), "no samples")
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    _raises(lambda: level.log_prob_level(images.numpy()), "must be a .B, C, H, W. tensor")
+    _raises(lambda: level.log_prob_level(images.float() * 10), r"must be in \[0, 255\]")
+    _raises(lambda: level.log_prob_level(images.float() * float("nan")), "NaN/Inf")
+    _raises(lambda: tiny_wavelet.levels[0].sample(0), "num_samples must be an integer ≥ 1")  # was: 1 sample
+
+
+@pytest.mark.parametrize("kwargs", [{"channels": 0}, {"width": -1}, {"steps": -1}, {"level": 1.5}])
+def test_wavelet_level_configuration_is_checked(kwargs) -> None:
+    _raises(lambda: visionflows.create_model("waveletflow_level", **kwargs), "must be an integer ≥")
+
+
+def test_wavelet_flow_widths_must_be_positive() -> None:
+    _raises(lambda: visionflows.create_model("waveletflow_tiny_8", widths=0), "width must be an integer ≥ 1")

@@ -74,7 +74,9 @@ def check_num_samples(num_samples: Any, name: str = "num_samples") -> int:
     if hasattr(n, "__index__") and not isinstance(n, (bool, Tensor)):
         n = int(n.__index__())  # numpy integers
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"{name} must be an integer ≥ 1, got {num_samples!r} ({type(num_samples).__name__}).",
+        got = (f"a {num_samples.dtype} tensor of shape {tuple(num_samples.shape)}" if isinstance(num_samples, Tensor)
+               else f"{num_samples!r} ({type(num_samples).__name__})")
+        raise InputError(f"{name} must be an integer ≥ 1, got {got}.",
                          "pass the number of samples to draw as a positive int, e.g. sample(4).")
     return n
 
@@ -223,7 +225,7 @@ class FlowModel(nn.Module):
     ) -> Tensor:
         """Draw samples: prior sample at ``temperature``, decode, postprocess. Give ``num_samples`` or a context
         (a context may also be passed as the first argument)."""
-        if not self.conditional and num_samples is not None:
+        if not self.conditional and num_samples is not None and not _is_context_like(num_samples):
             num_samples = check_num_samples(num_samples)
         num_samples, context = split_sample_args(num_samples, context)
         temperature = check_temperature(temperature)
@@ -243,6 +245,11 @@ class FlowModel(nn.Module):
     def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> tuple[Tensor, Any]:
         """Small valid ``(x, context)`` for this model (harness, docs)."""
         raise NotImplementedError(f"{type(self).__name__} must define example_inputs() for the model harness")
+
+
+def _is_context_like(value: Any) -> bool:
+    """A tensor of at least one dimension (or a context object) passed where ``num_samples`` goes."""
+    return (isinstance(value, Tensor) and value.dim() > 0) or hasattr(value, "batch_size")
 
 
 def split_sample_args(num_samples: Any, context: Any) -> tuple[int | None, Any]:

@@ -3,10 +3,47 @@ Theis et al. 2016), so ``bits/dim = −log p(x)/(N·ln 2) + 8``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
-__all__ = ["dequantize", "to_pixels"]
+from visionflows.errors import InputError
+
+__all__ = ["check_pixels", "dequantize", "to_pixels"]
+
+
+def _check_layout(images: Any, channels: int, name: str) -> None:
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise InputError(f"{name} must be a [B, C, H, W] tensor, got {shape}.", "add a batch dimension (x[None]).")
+    if images.shape[1] != channels:
+        raise InputError(
+            f"{name} have {images.shape[1]} channel(s) but the model was built for {channels} "
+            f"(shape {tuple(images.shape)}).",
+            "convert the images (RGB ↔ greyscale) or use a model with the matching channel count.",
+        )
+
+
+def check_pixels(images: Any, channels: int, name: str = "images") -> None:
+    """Validate ``[B, C, H, W]`` uint8 / float-in-[0, 255] pixels of any size: a tensor, ``channels``, a non-empty
+    batch, the dtype and (float only) finite values in range. Cheap for uint8 (no pass over the values)."""
+    _check_layout(images, channels, name)
+    b, c, h, w = images.shape
+    if b == 0 or h == 0 or w == 0:
+        raise InputError(f"{name} hold no pixels (shape {tuple(images.shape)}).", "pass at least one image.")
+    if images.is_floating_point():
+        if not torch.isfinite(images).all():
+            raise InputError(f"{name} contain NaN/Inf values.", "clean the data first.")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0.0 or hi > 255.0:
+            raise InputError(
+                f"float {name} must be in [0, 255], got values in [{lo:.4g}, {hi:.4g}].",
+                "pass uint8 images or floats scaled to [0, 255] (not [0, 1] or [-0.5, 0.5]).",
+            )
+    elif images.dtype != torch.uint8:
+        raise InputError(f"{name} have dtype {images.dtype}; expected uint8 or a float type in [0, 255].",
+                         "convert them with images.to(torch.uint8) (values 0..255).")
 
 
 def dequantize(images: Tensor, generator: torch.Generator | None = None, noise: bool = True) -> Tensor:

@@ -26,8 +26,14 @@ from visionflows.flows import (
     HaarStep,
     StandardNormal,
 )
-from visionflows.flows.model import split_sample_args
-from visionflows.flows.pixels import dequantize, to_pixels
+from visionflows.flows.model import (
+    _is_context_like,
+    check_data,
+    check_generator,
+    check_num_samples,
+    split_sample_args,
+)
+from visionflows.flows.pixels import check_pixels, dequantize, to_pixels
 from visionflows.wavelet.nets import CouplingNet, ResidualBlock, coupling_net_factory, flow_step, set_fused
 
 __all__ = [
@@ -117,6 +123,11 @@ class WaveletLevel(FlowModel):
         res_blocks: int = 3,
         preset: str | None = None,
     ) -> None:
+        for name, v, low in (("level", level, 0), ("n_levels", n_levels, 0), ("channels", channels, 1),
+                             ("steps", steps, 0), ("width", width, 1), ("res_blocks", res_blocks, 0)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise InputError(f"Wavelet Flow level: {name} must be an integer ≥ {low}, got {v!r}.",
+                                 f"pass {name} as an int ≥ {low}.")
         if not 0 <= level <= n_levels:
             raise InputError(f"level {level} is outside 0..{n_levels}.")
         c, q, _ = level_dims(level, channels)
@@ -156,16 +167,23 @@ class WaveletLevel(FlowModel):
     # -- the model contract ------------------------------------------------------------------------------
     def prepare_context(self, context: Any, x: Tensor | None = None) -> Tensor | None:
         """Check ``context`` (``I_{L−1}``, ``None`` at level 0) against the data ``x`` and move it to the device."""
+        if self.level == 0:
+            if context is not None:
+                raise InputError("level 0 is unconditional but got a context.", "pass num_samples (or no context).")
+            if x is not None:
+                self._check(x, None)
+            return None
+        if isinstance(context, Tensor):
+            check_data(context, f"the low-pass context I_{self.level - 1}")
         if x is not None:
             self._check(x, context)
-        elif self.level > 0 and (not isinstance(context, Tensor) or context.dim() != 4
-                                 or context.shape[1] != self.channels):
+        elif not isinstance(context, Tensor) or context.dim() != 4 or context.shape[1] != self.channels:
             got = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
             raise InputError(f"level {self.level} needs the low-pass I_{self.level - 1} [B, {self.channels}, s, s] "
-                             f"as context, got {got}.")
-        elif self.level == 0 and context is not None:
-            raise InputError("level 0 is unconditional but got a context.", "pass num_samples (or no context).")
-        return context.to(self._device()) if isinstance(context, Tensor) else None
+                             f"as context, got {got}.", "pass the coarser image I_{L-1}, e.g. from "
+                             "model.example_inputs() or the previous level's sample.")
+        ref = self._ref()
+        return context.to(ref.device, ref.dtype)
 
     def latent_shape(self, num_samples: int, context: Any = None) -> tuple[int, ...]:
         side = 1 if context is None else int(context.shape[-1])
@@ -180,7 +198,10 @@ class WaveletLevel(FlowModel):
         ``p^γ`` (``γ = 1/T²``) by MCMC in the latent space instead of scaling the latent by ``T``; the sampler's
         statistics are left in ``self.last_anneal_stats``.
         """
+        if self.level == 0 and num_samples is not None and not _is_context_like(num_samples):
+            num_samples = check_num_samples(num_samples)
         num_samples, context = split_sample_args(num_samples, context)
+        check_generator(generator)
         context = self.prepare_context(context)
         return self.sample_data(context, num_samples, temperature, generator, anneal=anneal)
 
@@ -238,6 +259,7 @@ class WaveletLevel(FlowModel):
         are dequantised (``generator``) and block-averaged ``n − L`` times to ``I_L``. The full model's
         :meth:`~visionflows.wavelet.WaveletFlow.log_prob` equals the sum of this over the levels (same noise).
         """
+        check_pixels(images, self.channels)
         x = dequantize(images.to(self._device()), generator)
         return self.log_prob_coeffs(self.downsample(x))
 
@@ -274,7 +296,7 @@ class WaveletLevel(FlowModel):
 
     def _sample_shape(self, cond: Tensor | None, num_samples: int | None) -> tuple[int, int, int, int]:
         if self.level == 0:
-            b, side = int(num_samples or 1), 1
+            b, side = 1 if num_samples is None else check_num_samples(num_samples), 1
         else:
             if cond is None:
                 raise InputError(f"level {self.level} needs the low-pass I_{self.level - 1} as cond to sample.")
@@ -335,12 +357,15 @@ class WaveletLevel(FlowModel):
     def _check(self, data: Tensor, cond: Tensor | None) -> None:
         if data.dim() != 4 or data.shape[1] != self.data_channels:
             raise InputError(
-                f"level {self.level} models {self.data_channels} channels, got data of shape {tuple(data.shape)}."
+                f"level {self.level} models {self.data_channels} channels, got data of shape {tuple(data.shape)}.",
+                "pass the level's coefficients [B, C, s, s] (I_0 at level 0, the Haar details D_{L-1} above), "
+                "e.g. from model.split(I_L) or model.example_inputs().",
             )
         if self.level > 0:
-            if cond is None or cond.shape != (data.shape[0], self.channels, *data.shape[2:]):
-                got = None if cond is None else tuple(cond.shape)
+            if not isinstance(cond, Tensor) or cond.shape != (data.shape[0], self.channels, *data.shape[2:]):
+                got = tuple(cond.shape) if isinstance(cond, Tensor) else type(cond).__name__
                 raise InputError(
                     f"level {self.level} needs cond I_{self.level - 1} of shape "
-                    f"{(data.shape[0], self.channels, *data.shape[2:])}, got {got}."
+                    f"{(data.shape[0], self.channels, *data.shape[2:])}, got {got}.",
+                    "pass the low-pass image of the same batch and spatial size as the details (model.split(I_L)).",
                 )

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from visionflows.errors import CheckpointError, InputError
 from visionflows.flows import FactoredPrior, FlowModel, HaarStep
+from visionflows.flows.model import check_data, check_generator, check_num_samples
 from visionflows.registry import register_model
 from visionflows.wavelet.level import LN2, LN256, WaveletLevel, dequantize, level_dims, to_pixels
 from visionflows.wavelet.pyramid import PyramidTransform, _FlatPrior, check_images, n_levels_for
@@ -177,6 +178,7 @@ class WaveletFlow(FlowModel):
 
     def encode(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
         """Normalised images ``[B, C, 2^n, 2^n]`` → flat latents of every level ``[B, N]`` and the log-det."""
+        check_data(x, "encode's input x")
         want = (self.channels, self.resolution, self.resolution)
         if x.dim() != 4 or tuple(x.shape[1:]) != want:
             raise InputError(f"encode expects normalised images [B, {want[0]}, {want[1]}, {want[2]}], got "
@@ -225,7 +227,8 @@ class WaveletFlow(FlowModel):
         self.prepare_context(context)
         if num_samples is None:
             raise InputError("WaveletFlow.sample needs num_samples.", "call model.sample(n).")
-        return self.sample_pyramid(int(num_samples), resolution, temperature, generator, anneal=anneal)[-1]
+        return self.sample_pyramid(check_num_samples(num_samples), resolution, temperature, generator,
+                                   anneal=anneal)[-1]
 
     def _anneal_setup(self, temperature: float, anneal: Any, images: int):
         from visionflows.wavelet.anneal import AnnealStats, as_anneal_config, check_temperature
@@ -258,6 +261,11 @@ class WaveletFlow(FlowModel):
         model's). One scalar ``temperature`` for every level; ``temperature=0`` is deterministic. ``anneal``: see
         :meth:`sample`.
         """
+        n = check_num_samples(n, "n")
+        check_generator(generator)
+        if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int)):
+            raise InputError(f"sample resolution must be an int, got {resolution!r}.",
+                             f"pass a power of two ≤ {self.resolution}, e.g. resolution={self.resolution}.")
         res = self.resolution if resolution is None else int(resolution)
         top = n_levels_for(res, "sample resolution")
         if top > self.n_levels:
@@ -290,7 +298,9 @@ class WaveletFlow(FlowModel):
                 f"super-resolution factor {f} needs {steps} detail levels above the {2**base}×{2**base} input, but "
                 f"this {self.resolution}×{self.resolution} model has {self.n_levels - base} "
                 f"({2**base * f} > {self.resolution}).",
-                f"use a factor ≤ {most}" + (" or a smaller low-res input." if low_side else "."),
+                (f"use a factor ≤ {most}" + (" or a smaller low-res input." if low_side else ".")) if most >= 2 else
+                f"the input is already {2**base}×{2**base}: pass a smaller low-res image (≤ {self.resolution // 2}"
+                f"×{self.resolution // 2}).",
             )
         return steps
 
@@ -324,6 +334,7 @@ class WaveletFlow(FlowModel):
             raise InputError(f"reduce must be None or 'mean', got {reduce!r}.")
         if isinstance(n_samples, bool) or int(n_samples) != n_samples or int(n_samples) < 1:
             raise InputError(f"n_samples must be an integer ≥ 1, got {n_samples!r}.")
+        check_generator(generator)
         bsz = low_res.shape[0]
         config, t, stats = self._anneal_setup(temperature, anneal, bsz * int(n_samples))
         self.require_levels(range(b + 1, b + steps + 1))

@@ -17,12 +17,13 @@ from torch import Tensor, nn
 
 from visionflows.errors import InputError
 from visionflows.flows import Bijector, HaarStep, zeros_logdet
+from visionflows.flows.pixels import _check_layout, check_pixels
 from visionflows.wavelet.level import WaveletLevel, level_dims
 
 if TYPE_CHECKING:
     from visionflows.wavelet.model import WaveletFlow
 
-__all__ = ["PyramidTransform", "check_images", "n_levels_for"]
+__all__ = ["PyramidTransform", "check_images", "check_pixels", "n_levels_for"]
 
 
 def n_levels_for(size: int, what: str = "image") -> int:
@@ -37,15 +38,8 @@ def n_levels_for(size: int, what: str = "image") -> int:
 
 def check_images(images: Tensor, channels: int, resolution: int | None = None, name: str = "images") -> None:
     """Validate ``[B, C, H, W]`` uint8 / float-in-[0, 255] images: channels, square power-of-two size, range."""
-    if not isinstance(images, Tensor) or images.dim() != 4:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise InputError(f"{name} must be a [B, C, H, W] tensor, got {shape}.", "add a batch dimension (x[None]).")
+    _check_layout(images, channels, name)
     b, c, h, w = images.shape
-    if c != channels:
-        raise InputError(
-            f"{name} have {c} channel(s) but the model was built for {channels} (shape {tuple(images.shape)}).",
-            "convert the images (RGB ↔ greyscale) or use a model with the matching channel count.",
-        )
     if h != w:
         raise InputError(f"{name} are {h}×{w}, not square.", "centre-crop them to a square first.")
     n_levels_for(h, name)
@@ -54,17 +48,7 @@ def check_images(images: Tensor, channels: int, resolution: int | None = None, n
             f"{name} are {h}×{w} but the model's resolution is {resolution}×{resolution}.",
             f"resize or crop the images to {resolution}×{resolution}.",
         )
-    if images.is_floating_point():
-        if not torch.isfinite(images).all():
-            raise InputError(f"{name} contain NaN/Inf values.", "clean the data first.")
-        lo, hi = float(images.min()), float(images.max())
-        if lo < 0.0 or hi > 255.0:
-            raise InputError(
-                f"float {name} must be in [0, 255], got values in [{lo:.4g}, {hi:.4g}].",
-                "pass uint8 images or floats scaled to [0, 255] (not [0, 1] or [-0.5, 0.5]).",
-            )
-    elif images.dtype != torch.uint8:
-        raise InputError(f"{name} have dtype {images.dtype}; expected uint8 or a float type in [0, 255].")
+    check_pixels(images, channels, name)
 
 
 class PyramidTransform(Bijector):
