@@ -210,3 +210,23 @@ def test_wavelet_level_configuration_is_checked(kwargs) -> None:
 
 def test_wavelet_flow_widths_must_be_positive() -> None:
     _raises(lambda: visionflows.create_model("waveletflow_tiny_8", widths=0), "width must be an integer ≥ 1")
+
+
+# ------------------------------------------------------------------------------------------------ Glow
+def test_glow_checks_pixels_like_wavelet_flow() -> None:
+    model = _glow()
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    _raises(lambda: model.log_prob(images.float() * 10), r"must be in \[0, 255\]")  # was: scored silently
+    _raises(lambda: model.log_prob(images.numpy()), "must be a .B, C, H, W. tensor")  # was: AttributeError
+    _raises(lambda: model.log_prob(images[:0]), "hold no pixels")  # was: 'ActNorm expects 12 channels'
+    _raises(lambda: model.log_prob(images.long() + 300), "8-bit values 0..255")
+    g = torch.Generator
+    assert torch.equal(model.log_prob(images.long(), generator=g().manual_seed(0)),
+                       model.log_prob(images, generator=g().manual_seed(0)))  # integer pixels in range still work
+    _raises(lambda: model.encode(torch.zeros(2, 3, 4, 4)), "encode expects dequantised images")
+
+
+@pytest.mark.parametrize("kwargs", [{"width": 0}, {"steps": -1}, {"resolution": -8, "levels": 1},
+                                    {"resolution": "32"}, {"channels": 0, "resolution": 8, "levels": 1}])
+def test_glow_configuration_is_checked(kwargs) -> None:
+    _raises(lambda: visionflows.create_model("glow", **kwargs), "Glow .* must be an integer ≥")

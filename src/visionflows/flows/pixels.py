@@ -25,9 +25,10 @@ def _check_layout(images: Any, channels: int, name: str) -> None:
         )
 
 
-def check_pixels(images: Any, channels: int, name: str = "images") -> None:
+def check_pixels(images: Any, channels: int, name: str = "images", integers: bool = False) -> None:
     """Validate ``[B, C, H, W]`` uint8 / float-in-[0, 255] pixels of any size: a tensor, ``channels``, a non-empty
-    batch, the dtype and (float only) finite values in range. Cheap for uint8 (no pass over the values)."""
+    batch, the dtype and (float only) finite values in range. Cheap for uint8 (no pass over the values).
+    ``integers``: accept other integer dtypes too, with values in [0, 255]."""
     _check_layout(images, channels, name)
     b, c, h, w = images.shape
     if b == 0 or h == 0 or w == 0:
@@ -41,6 +42,11 @@ def check_pixels(images: Any, channels: int, name: str = "images") -> None:
                 f"float {name} must be in [0, 255], got values in [{lo:.4g}, {hi:.4g}].",
                 "pass uint8 images or floats scaled to [0, 255] (not [0, 1] or [-0.5, 0.5]).",
             )
+    elif integers and images.dtype != torch.uint8 and images.dtype != torch.bool and not images.is_complex():
+        lo, hi = int(images.min()), int(images.max())
+        if lo < 0 or hi > 255:
+            raise InputError(f"{name} must hold 8-bit values 0..255, got values in [{lo}, {hi}].",
+                             "pass uint8 images (or integers / floats in [0, 255]).")
     elif images.dtype != torch.uint8:
         raise InputError(f"{name} have dtype {images.dtype}; expected uint8 or a float type in [0, 255].",
                          "convert them with images.to(torch.uint8) (values 0..255).")

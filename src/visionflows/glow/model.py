@@ -16,11 +16,11 @@ from torch import Tensor, nn
 
 from visionflows.errors import InputError
 from visionflows.flows.actnorm import ActNorm
-from visionflows.flows.base import Bijector, Compose, check_finite, check_nchw
+from visionflows.flows.base import Bijector, Compose
 from visionflows.flows.conv1x1 import LUInvertibleConv1x1
 from visionflows.flows.coupling import AffineCoupling, conv_net_factory
-from visionflows.flows.model import FlowModel
-from visionflows.flows.pixels import dequantize, to_pixels
+from visionflows.flows.model import FlowModel, check_data
+from visionflows.flows.pixels import check_pixels, dequantize, to_pixels
 from visionflows.flows.priors import DiagonalGaussian, FactoredPrior
 from visionflows.flows.reshape import Squeeze
 from visionflows.registry import HarnessSpec, register_model
@@ -95,10 +95,16 @@ class Glow(FlowModel):
     conditional = False
 
     def __init__(self, channels: int = 3, resolution: int = 32, levels: int = 3, steps: int = 8, width: int = 128):
-        if int(levels) < 1:
+        if isinstance(levels, int) and levels < 1:
             raise InputError(f"Glow needs at least 1 level, got {levels}.", "use --levels 1 or more.")
+        for name, v, low in (("channels", channels, 1), ("resolution", resolution, 2), ("levels", levels, 1),
+                             ("steps", steps, 0), ("width", width, 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise InputError(f"Glow {name} must be an integer ≥ {low}, got {v!r}.",
+                                 f"pass {name} as an int ≥ {low}.")
         if resolution % (2**levels):
-            raise InputError(f"Glow resolution {resolution} is not divisible by 2^levels = {2**levels}.")
+            raise InputError(f"Glow resolution {resolution} is not divisible by 2^levels = {2**levels}.",
+                             f"use a resolution that is a multiple of {2**levels}, or fewer levels.")
         transform = GlowTransform(channels, resolution, levels, steps, width)
         priors = nn.ModuleList(DiagonalGaussian(s[0]) for s in transform.shapes)
         super().__init__(transform, FactoredPrior(transform.shapes, list(priors), register=False))
@@ -110,14 +116,15 @@ class Glow(FlowModel):
                     width=self.width)
 
     def _check(self, images: Tensor) -> None:
-        check_nchw(images, self.channels, "images")
-        if images.shape[2] != self.resolution or images.shape[3] != self.resolution:
+        """Pixels ``[B, C, R, R]``: uint8, other integers or floats with values in [0, 255] (finite)."""
+        if isinstance(images, Tensor) and images.dim() == 4 and images.shape[1] == self.channels and \
+                (images.shape[2] != self.resolution or images.shape[3] != self.resolution):
             raise InputError(
                 f"images are {images.shape[2]}x{images.shape[3]}; this Glow models "
                 f"{self.resolution}x{self.resolution}.",
                 "crop or resize the images to the model's resolution.",
             )
-        check_finite(images, "images")
+        check_pixels(images, self.channels, "images", integers=True)
 
     def preprocess(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Pixels → dequantised ``(k + u)/256 − 0.5`` on the model's device."""
@@ -127,6 +134,15 @@ class Glow(FlowModel):
 
     def postprocess(self, data: Tensor) -> Tensor:
         return to_pixels(data)
+
+    def encode(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+        """Dequantised images ``[B, C, R, R]`` in ``[−0.5, 0.5)`` → the flat latent ``[B, N]`` and the log-det."""
+        check_data(x, "encode's input x")
+        want = (self.channels, self.resolution, self.resolution)
+        if x.dim() != 4 or tuple(x.shape[1:]) != want:
+            raise InputError(f"encode expects dequantised images [B, {want[0]}, {want[1]}, {want[2]}], got "
+                             f"{tuple(x.shape)}.", "dequantise pixels first with model.preprocess(images).")
+        return super().encode(x, context)
 
     def log_prob_continuous(self, x: Tensor) -> Tensor:
         """Log-density (nats) of already dequantised inputs ``x`` in ``[−0.5, 0.5)``, ``[B]``."""
