@@ -230,3 +230,18 @@ def test_glow_checks_pixels_like_wavelet_flow() -> None:
                                     {"resolution": "32"}, {"channels": 0, "resolution": 8, "levels": 1}])
 def test_glow_configuration_is_checked(kwargs) -> None:
     _raises(lambda: visionflows.create_model("glow", **kwargs), "Glow .* must be an integer ≥")
+
+
+# ------------------------------------------------------------------------------------------------ DnCNN
+def test_dncnn_denoise_and_forward_check_their_input() -> None:
+    from visionflows.denoise.dncnn import DnCNN
+
+    model = DnCNN(depth=3, width=4).eval()
+    x = torch.rand(2, 4, 8, 8)
+    _raises(lambda: model.denoise(x.numpy()), "must be a torch.Tensor")
+    _raises(lambda: model.denoise((x * 255).to(torch.uint8)), "divide|/ 255")  # was: silently scored as 0..255
+    _raises(lambda: model.denoise(x * 255), r"\[0, 1\] units")
+    _raises(lambda: model.denoise(x[..., :0, :0]), "no pixels")  # was: 'Kernel size can't be greater'
+    _raises(lambda: model(x.double()), "float64 but the denoiser's weights are torch.float32")
+    _raises(lambda: model.predict_noise(x.numpy()), "must be a torch.Tensor")
+    torch.testing.assert_close(model.denoise(x.double()), model.denoise(x))  # converted to the weights' dtype

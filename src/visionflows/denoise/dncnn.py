@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from visionflows.errors import ConfigError
+from visionflows.errors import ConfigError, InputError
 from visionflows.flows.base import check_finite, check_nchw
 from visionflows.registry import register_model
 
@@ -77,7 +77,14 @@ class DnCNN(nn.Module):
 
     def predict_noise(self, noisy: Tensor) -> Tensor:
         """The network's noise estimate ``[B, C, H, W]``."""
+        if not isinstance(noisy, Tensor):
+            raise InputError(f"noisy must be a torch.Tensor, got {type(noisy).__name__}.", "use torch.as_tensor.")
         check_nchw(noisy, self.channels, "noisy")
+        weight = self.net[0].weight
+        if noisy.dtype != weight.dtype:
+            raise InputError(f"noisy is {noisy.dtype} but the denoiser's weights are {weight.dtype}.",
+                             "use model.denoise(noisy), which converts, or pass noisy.to(weight dtype); 8-bit "
+                             "images: divide by 255 first.")
         return self.net(noisy)
 
     def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> tuple[Tensor, None]:
@@ -93,10 +100,22 @@ class DnCNN(nn.Module):
     @torch.no_grad()
     def denoise(self, noisy: Tensor, clip: bool = True) -> Tensor:
         """Eval-mode denoising of ``[B, C, H, W]`` or ``[C, H, W]`` (validated, clipped to [0, 1])."""
+        if not isinstance(noisy, Tensor):
+            raise InputError(f"noisy must be a torch.Tensor, got {type(noisy).__name__}.", "use torch.as_tensor.")
         single = noisy.dim() == 3
         x = noisy[None] if single else noisy
         check_nchw(x, self.channels, "noisy")
+        if not x.is_floating_point():
+            raise InputError(f"noisy must be a float image in [0, 1] units, got dtype {x.dtype}.",
+                             "8-bit images: pass noisy.float() / 255.")
+        if x.numel() == 0:
+            raise InputError(f"noisy holds no pixels (shape {tuple(x.shape)}).", "pass at least one image.")
         check_finite(x, "noisy")
+        lo, hi = (float(v) for v in torch.aminmax(x))
+        if lo < -1.0 or hi > 2.0:
+            raise InputError(f"noisy values must be in [0, 1] units (noise may take them a little outside), got "
+                             f"[{lo:.4g}, {hi:.4g}].", "8-bit images: divide by 255; raw: normalise with "
+                             "(DN - black) / (white - black).")
         was = self.training
         self.eval()
         ref = next(self.parameters())
