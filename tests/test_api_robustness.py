@@ -245,3 +245,65 @@ def test_dncnn_denoise_and_forward_check_their_input() -> None:
     _raises(lambda: model(x.double()), "float64 but the denoiser's weights are torch.float32")
     _raises(lambda: model.predict_noise(x.numpy()), "must be a torch.Tensor")
     torch.testing.assert_close(model.denoise(x.double()), model.denoise(x))  # converted to the weights' dtype
+
+
+# ------------------------------------------------------------------------------------------------ model files
+def _file_with_meta(path, model, **meta):
+    import json
+
+    from safetensors.torch import save
+
+    from visionflows.io.files import clean_state_dict
+
+    state = {k: v.clone() for k, v in clean_state_dict(model.state_dict()).items()}
+    full = {"format": "visionflows", "format_version": "1", "kind": model.kind,
+            "config": json.dumps(model.model_config()), **meta}
+    path.write_bytes(save(state, metadata=full))
+    return path
+
+
+def test_load_model_explains_plain_state_dicts_and_bad_metadata(tmp_path) -> None:
+    from visionflows.errors import CheckpointError
+
+    model = _glow()
+    torch.save(model.state_dict(), tmp_path / "plain.pt")
+    _raises(lambda: visionflows.load_model(tmp_path / "plain.pt"), "torch.save / pickle file", CheckpointError)
+    bad = _file_with_meta(tmp_path / "v.safetensors", model, format_version="abc")
+    _raises(lambda: visionflows.load_model(bad), "invalid format_version 'abc'", CheckpointError)
+    other = _file_with_meta(tmp_path / "w.safetensors", model, config='{"channels": 3, "resolution": 8, "levels": 2, '
+                                                                     '"steps": 1, "width": 8}')
+    _raises(lambda: visionflows.load_model(other), "12 tensor.s. of another shape", CheckpointError)
+    zero = _file_with_meta(tmp_path / "z.safetensors", model, config='{"levels": 0}')
+    with pytest.raises(CheckpointError) as info:
+        visionflows.load_model(zero)
+    assert str(info.value).count("Fix:") == 1, str(info.value)
+
+
+def test_load_model_refuses_nan_weights_unless_asked(tmp_path) -> None:
+    from visionflows.errors import CheckpointError
+
+    model = _glow()
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    path = visionflows.save_model(model, tmp_path / "nan.safetensors")
+    _raises(lambda: visionflows.load_model(path), "NaN/Inf weights in 1 parameter", CheckpointError)
+    assert not torch.isfinite(next(visionflows.load_model(path, check_finite=False).parameters())).all()
+
+
+def test_load_model_checks_map_location(tmp_path) -> None:
+    from visionflows.errors import ConfigError
+
+    path = visionflows.save_model(_glow(), tmp_path / "g.safetensors")
+    _raises(lambda: visionflows.load_model(path, map_location="bogus"), "map_location 'bogus' is not a device",
+            ConfigError)
+    if not torch.cuda.is_available():
+        _raises(lambda: visionflows.load_model(path, map_location="cuda"), "map_location cuda needs a CUDA GPU",
+                ConfigError)
+
+
+def test_save_model_with_a_too_long_name_is_an_output_error(tmp_path) -> None:
+    from visionflows.errors import OutputError
+
+    _raises(lambda: visionflows.save_model(_glow(), tmp_path / ("n" * 300 + ".safetensors")), "too long",
+            OutputError)
+    assert not list(tmp_path.iterdir())

@@ -68,9 +68,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file next to ``path``; on success fsync and rename it over ``path``."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise OutputError(f"cannot write {path}: it is an existing folder.", "give a file name, not a folder.")
     try:
+        if path.is_dir():
+            raise OutputError(f"cannot write {path}: it is an existing folder.", "give a file name, not a folder.")
         parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".tmp", dir=parent)
     except OSError as err:

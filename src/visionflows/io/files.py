@@ -125,6 +125,15 @@ def read_model_file(
         raise CheckpointError(f"model file {path} does not exist.", "check the path (a .safetensors file or run dir).")
     try:
         data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"cannot read model file {path}: {err.strerror or err}.",
+                              "check the file's permissions, or copy it somewhere readable.") from err
+    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":  # a torch.save zip archive or a raw pickle
+        raise CheckpointError(
+            f"{path} is a torch.save / pickle file (e.g. a plain state dict), not a visionflows model file.",
+            "rebuild the model and save it in the versioned format: model = visionflows.create_model(name, ...); "
+            "model.load_state_dict(torch.load(path)); visionflows.save_model(model, 'model.safetensors').")
+    try:
         state = load(data)
         header_len = int.from_bytes(data[:8], "little")
         meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
@@ -134,8 +143,14 @@ def read_model_file(
             "the file is corrupt or truncated: re-export it or use an earlier checkpoint.",
         ) from err
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a visionflows model file (no visionflows metadata).")
-    version = int(meta.get("format_version", "0"))
+        raise CheckpointError(f"{path} is not a visionflows model file (no visionflows metadata).",
+                              "a plain safetensors state dict: load it into visionflows.create_model(name, ...) with "
+                              "load_state_dict, then write it with visionflows.save_model.")
+    try:
+        version = int(meta.get("format_version", "0"))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path} has an invalid format_version {meta.get('format_version')!r}.",
+                              "the file's metadata is damaged: re-export it with visionflows.save_model.") from None
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has format_version {version}; this visionflows reads up to {FORMAT_VERSION}.",
@@ -213,11 +228,46 @@ def resolve_model_path(path: str | os.PathLike, accept: Callable[[str], bool] | 
     return best[0]
 
 
+def _check_map_location(map_location: Any) -> torch.device:
+    """``map_location`` as a device this process can use (:class:`ConfigError` naming it otherwise)."""
+    from visionflows.errors import ConfigError
+    from visionflows.validation import check_device
+
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"map_location {map_location!r} is not a device.",
+                          "use 'cpu', 'cuda', 'cuda:N' or a torch.device.") from None
+    check_device(str(device), "map_location")
+    return device
+
+
+def _state_mismatch(want: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
+    """What differs between a model's state dict and a file's (missing / unexpected / other-shape tensors)."""
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    shapes = [f"{k} {tuple(got[k].shape)} in the file, {tuple(v.shape)} in the model" for k, v in want.items()
+              if k in got and tuple(got[k].shape) != tuple(v.shape)]
+    parts = []
+    for what, items in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)):
+        if items:
+            shown = ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+            parts.append(f"{len(items)} tensor(s) {what} ({shown})")
+    return "; ".join(parts)
+
+
 def load_model(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu", accept: Callable[[str], bool] | None = None
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", accept: Callable[[str], bool] | None = None,
+    check_finite: bool = True,
 ) -> nn.Module:
     """Rebuild and load a model saved with :func:`save_model` (or a run / checkpoint directory, or a folder holding
-    one model of a kind ``accept`` allows; see :func:`resolve_model_path`)."""
+    one model of a kind ``accept`` allows; see :func:`resolve_model_path`).
+
+    :class:`~visionflows.errors.CheckpointError` for a file that is missing, not a visionflows model file (e.g. a
+    plain ``torch.save`` state dict), of a newer format, inconsistent with its configuration, or (unless
+    ``check_finite=False``, e.g. to inspect a diverged run) holding NaN/Inf weights;
+    :class:`~visionflows.errors.ConfigError` for a ``map_location`` this machine does not have."""
+    device = _check_map_location(map_location)
     meta, state = read_model_file(path, accept)
     kind = meta.get("kind", "")
     try:
@@ -225,13 +275,26 @@ def load_model(
     except CheckpointError as err:
         raise CheckpointError(f"{path} holds a model of unknown kind {kind!r}.", err.fix) from err
     except (TypeError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{path}: its {kind} configuration cannot be rebuilt ({err}).",
+        detail = getattr(err, "problem", None) or err  # a VisionflowsError's problem, without its own fix
+        raise CheckpointError(f"{path}: its {kind} configuration cannot be rebuilt ({detail}).",
                               "the file was written by an incompatible visionflows version: re-export it.") from err
+    mismatch = _state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"{path}: its weights do not match the {kind} model its configuration describes: "
+                              f"{mismatch}.", "the file is damaged or was edited by hand: re-export it with "
+                              "visionflows.save_model, or use an earlier checkpoint.")
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"{path} does not match a {kind} model: {err}".splitlines()[0]) from err
-    model.to(map_location)
+    if check_finite:  # parameters only: buffers may hold NaN sentinels (e.g. the camera NLF table's missing pairs)
+        bad = [n for n, t in model.named_parameters() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise CheckpointError(f"{path} has NaN/Inf weights in {len(bad)} parameter tensor(s) ({shown}).",
+                                  "the file is damaged or comes from a diverged training: use an earlier checkpoint "
+                                  "or retrain (load_model(..., check_finite=False) loads it anyway, to inspect it).")
+    model.to(device)
     model.eval()
     model.file_metadata = meta
     return model
