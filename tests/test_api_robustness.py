@@ -307,3 +307,20 @@ def test_save_model_with_a_too_long_name_is_an_output_error(tmp_path) -> None:
     _raises(lambda: visionflows.save_model(_glow(), tmp_path / ("n" * 300 + ".safetensors")), "too long",
             OutputError)
     assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------ registry, configs
+@pytest.mark.parametrize("call", [lambda: visionflows.create_model(3), lambda: visionflows.model_info(None),
+                                  lambda: visionflows.list_models(3), lambda: visionflows.list_models(family=1)])
+def test_registry_names_must_be_strings(call) -> None:
+    from visionflows.errors import ConfigError
+
+    _raises(call, "must be a string", ConfigError)
+
+
+@pytest.mark.parametrize("kwargs", [{"width": 0}, {"width": -3}, {"width": 2.5}, {"channels": 0}, {"num_cameras": 0},
+                                    {"arch": 3}])
+def test_noise_flow_configuration_is_checked(kwargs) -> None:
+    from visionflows.errors import ConfigError
+
+    _raises(lambda: visionflows.create_model("noiseflow", **kwargs), "Noise Flow", ConfigError)

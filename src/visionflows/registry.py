@@ -153,6 +153,9 @@ def _load_families() -> None:
 
 
 def _resolve(name: str, family: str | None = None) -> ModelInfo:
+    if not isinstance(name, str):
+        raise ConfigError(f"a model name must be a string, got {name!r} ({type(name).__name__}).",
+                          "pass a preset name such as 'noiseflow'; list them with visionflows.list_models().")
     _load_families()
     if name in _MODELS and (family is None or _MODELS[name].family == family):
         return _MODELS[name]
@@ -175,6 +178,10 @@ def create_model(name: str, family: str | None = None, **overrides: Any) -> nn.M
 
 def list_models(pattern: str | None = None, family: str | None = None) -> list[str]:
     """Sorted preset names, optionally filtered by an ``fnmatch`` ``pattern`` and a ``family``."""
+    for what, v in (("pattern", pattern), ("family", family)):
+        if v is not None and not isinstance(v, str):
+            raise ConfigError(f"list_models: {what} must be a string, got {v!r}.",
+                              "e.g. visionflows.list_models('noiseflow*') or list_models(family='wavelet').")
     _load_families()
     names = [n for n, i in _MODELS.items() if family is None or i.family == family]
     if pattern:

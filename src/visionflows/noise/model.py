@@ -110,6 +110,17 @@ class NoiseFlow(NoiseModel):
         num_cameras: int | None = len(CAMERAS),
         camera_names: Sequence[str] | None = None,
     ) -> None:
+        if not isinstance(arch, str):
+            raise ConfigError(f"Noise Flow arch must be a string like {PRESETS['noiseflow'][0]!r}, got {arch!r}.",
+                              f"use '|'-separated layers from {_TOKENS}.")
+        for name, v in (("width", width), ("channels", channels)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"Noise Flow {name} must be an integer ≥ 1, got {v!r}.",
+                                  f"pass {name} as a positive int (the released model: width 4, channels 4).")
+        if num_cameras is not None and (isinstance(num_cameras, bool) or not isinstance(num_cameras, int)
+                                        or num_cameras < 1):
+            raise ConfigError(f"Noise Flow num_cameras must be an integer ≥ 1 or None, got {num_cameras!r}.",
+                              "pass the number of cameras of the one-hot (5 for SIDD).")
         tokens = [t.strip() for t in arch.split("|") if t.strip()]
         unknown = [t for t in tokens if t not in _TOKENS]
         if not tokens or unknown:
