@@ -324,3 +324,24 @@ def test_noise_flow_configuration_is_checked(kwargs) -> None:
     from visionflows.errors import ConfigError
 
     _raises(lambda: visionflows.create_model("noiseflow", **kwargs), "Noise Flow", ConfigError)
+
+
+# ------------------------------------------------------------------------------------------------ data helpers
+def test_image_helpers_check_counts_sizes_and_types() -> None:
+    import numpy as np
+
+    from visionflows.data.bayer import pack_raw, unpack_raw
+    from visionflows.data.image_files import center_square
+    from visionflows.data.image_pool import open_images
+
+    pool = open_images("builtin", 8)
+    _raises(lambda: pool.crops(0, 8), "n must be an integer ≥ 1")  # was: 'stack expects a non-empty TensorList'
+    _raises(lambda: pool.crops(-1, 8), "n must be an integer ≥ 1")
+    _raises(lambda: pool.crops(2, 0), "size must be an integer ≥ 1")  # was: silently [2, 3, 0, 0]
+    _raises(lambda: open_images("builtin", 0), "resolution must be an integer ≥ 1")
+    image = torch.zeros(3, 10, 12, dtype=torch.uint8)
+    _raises(lambda: center_square(image, 0), "resolution must be an integer ≥ 1")
+    _raises(lambda: center_square(image.numpy(), 4), r"one uint8 image tensor \[C, H, W\]")
+    _raises(lambda: pack_raw([[0.0, 1.0], [0.0, 1.0]]), "numpy array or a torch.Tensor")
+    _raises(lambda: unpack_raw([[0.0]]), "numpy array or a torch.Tensor")
+    assert pack_raw(np.zeros((4, 4), np.float32)).shape == (4, 2, 2)

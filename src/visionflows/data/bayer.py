@@ -13,6 +13,9 @@ __all__ = ["pack_raw", "unpack_raw", "tile_patches"]
 
 
 def _check_bayer(bayer: Any, name: str = "bayer") -> None:
+    if not isinstance(bayer, (np.ndarray, torch.Tensor)):
+        raise InputError(f"{name} must be a numpy array or a torch.Tensor, got {type(bayer).__name__}.",
+                         "convert it with numpy.asarray.")
     if bayer.ndim < 2 or bayer.shape[-1] % 2 or bayer.shape[-2] % 2 or bayer.shape[-1] == 0:
         raise InputError(
             f"{name} must be [..., H, W] with even H and W > 0, got shape {tuple(bayer.shape)}.",
@@ -34,6 +37,9 @@ def pack_raw(bayer: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
 
 def unpack_raw(packed: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Inverse of :func:`pack_raw`: [..., 4, h, w] -> [..., 2h, 2w]."""
+    if not isinstance(packed, (np.ndarray, torch.Tensor)):
+        raise InputError(f"packed must be a numpy array or a torch.Tensor, got {type(packed).__name__}.",
+                         "convert it with numpy.asarray.")
     if packed.ndim < 3 or packed.shape[-3] != 4:
         raise InputError(
             f"packed must be [..., 4, h, w], got shape {tuple(packed.shape)}.", "Pass a packed Bayer array."

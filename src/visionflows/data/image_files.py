@@ -150,6 +150,12 @@ def load_image(path: str | os.PathLike, channels: int | None = 3) -> Tensor:
 
 def center_square(img: Tensor, resolution: int | None = None) -> Tensor:
     """Centre-crop uint8 ``[C, H, W]`` to its largest square, then resize to ``resolution`` (antialiased bicubic)."""
+    if not isinstance(img, Tensor) or img.dim() != 3:
+        got = tuple(img.shape) if isinstance(img, Tensor) else type(img).__name__
+        raise InputError(f"center_square needs one uint8 image tensor [C, H, W], got {got}.",
+                         "load it with visionflows.data.image_files.load_image (or torch.as_tensor).")
+    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1):
+        raise InputError(f"resolution must be an integer ≥ 1, got {resolution!r}.", "pass the model's image side.")
     c, h, w = img.shape
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2

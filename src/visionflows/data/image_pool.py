@@ -38,6 +38,10 @@ def random_crops(
 
     Returns uint8 ``[n, C, size, size]``. Deterministic given ``generator``.
     """
+    for name, v in (("n", n), ("size", size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"random crops: {name} must be an integer ≥ 1, got {v!r}.",
+                             "pass the number of crops and their side as positive ints.")
     count = len(images)
     idx = torch.randint(0, count, (n,), generator=generator)
     out = []
@@ -166,6 +170,8 @@ def open_images(
     PNG/JPEG images (resize policy), or a downsampled-ImageNet ``.npz`` file (resize policy; greyscale models get
     luma). The pool's ``eval_images`` for the built-in source come from the held-out photos.
     """
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise InputError(f"resolution must be an integer ≥ 1, got {resolution!r}.", "pass the model's image side.")
     if spec is None or str(spec) == "builtin":
         photos = builtin_photos(split, channels)
         held = builtin_photos("test", channels)
