@@ -345,3 +345,35 @@ def test_image_helpers_check_counts_sizes_and_types() -> None:
     _raises(lambda: pack_raw([[0.0, 1.0], [0.0, 1.0]]), "numpy array or a torch.Tensor")
     _raises(lambda: unpack_raw([[0.0]]), "numpy array or a torch.Tensor")
     assert pack_raw(np.zeros((4, 4), np.float32)).shape == (4, 2, 2)
+
+
+# ------------------------------------------------------------------------------------------------ metrics, helpers
+def test_marginal_kl_refuses_empty_or_nan_noise() -> None:
+    import numpy as np
+
+    from visionflows.noise import marginal_kl
+
+    good = np.linspace(-0.05, 0.05, 64)
+    _raises(lambda: marginal_kl(np.full(64, np.nan), good), "real noise contains 64 NaN/Inf")  # was: KL 0.0
+    _raises(lambda: marginal_kl(good, np.zeros(0)), "model noise is empty")  # was: KL 0.0
+    assert marginal_kl(good, good) == 0.0
+
+
+def test_evaluate_noise_models_refuses_a_model_of_another_kind() -> None:
+    from visionflows.noise import evaluate_noise_models
+    from visionflows.noise.simulator import make_simulated_dataset
+
+    test = make_simulated_dataset(1, 1, seed=0)["test"]
+    _raises(lambda: evaluate_noise_models({"dn": visionflows.create_model("dncnn_raw")}, test),
+            "'dn' .DnCNN. is not a raw noise model")  # was: AttributeError 'nll_per_dim'
+
+
+def test_srgb_helpers_refuse_arrays_and_bad_vocabularies() -> None:
+    import numpy as np
+
+    from visionflows.noise.srgb import SRGBNoiseFlow, dequantize_noise, quantize_noisy
+
+    u8 = np.zeros((1, 3, 4, 4), np.uint8)
+    _raises(lambda: dequantize_noise(u8, u8), "noisy must be a torch.Tensor")  # was: AttributeError
+    _raises(lambda: quantize_noisy(u8, np.zeros((1, 3, 4, 4))), "clean must be a torch.Tensor")
+    _raises(lambda: SRGBNoiseFlow(isos=["abc"]), "ISO 'abc'")  # was: 'invalid literal for int()'

@@ -50,10 +50,27 @@ def histogram_pmf(values: np.ndarray | Tensor, edges: np.ndarray = KL_EDGES) -> 
 
 
 def marginal_kl(real: np.ndarray | Tensor, model: np.ndarray | Tensor, edges: np.ndarray = KL_EDGES) -> float:
-    """Forward KL between the value histograms of one real and one sampled noise patch (empty bins dropped)."""
+    """Forward KL between the value histograms of one real and one sampled noise patch (empty bins dropped).
+
+    :class:`InputError` for an empty or non-finite input (NaN values would fall outside every bin and leave a
+    histogram that does not sum to 1: a silently wrong KL)."""
+    for name, values in (("real", real), ("model", model)):
+        v = values.detach().cpu().double().numpy() if isinstance(values, Tensor) else np.asarray(values, np.float64)
+        if v.size == 0:
+            raise InputError(f"marginal_kl: the {name} noise is empty.", "pass non-empty noise patches.")
+        if not np.isfinite(v).all():
+            raise InputError(f"marginal_kl: the {name} noise contains {int((~np.isfinite(v)).sum())} NaN/Inf "
+                             "value(s).", "clean the data, or check the model that sampled it.")
     p, q = histogram_pmf(real, edges), histogram_pmf(model, edges)
     m = (p > 0) & (q > 0)
     return float(np.sum(p[m] * np.log(p[m] / q[m])))
+
+
+def _kl_or_nan(real: Tensor, sample: Tensor | None) -> float:
+    """:func:`marginal_kl`, NaN where the model could not sample the patch or either patch is not finite."""
+    if sample is None or not (bool(torch.isfinite(sample).all()) and bool(torch.isfinite(real).all())):
+        return math.nan
+    return marginal_kl(real, sample)
 
 
 def kl_patch_indices(batch_size: int, every: int = 5) -> list[int]:
@@ -289,6 +306,11 @@ def evaluate_noise_models(
     """
     if not models:
         raise InputError("no models to evaluate.", "pass at least one model.")
+    for name, m in models.items():
+        if not (callable(getattr(m, "nll_per_dim", None)) and callable(getattr(m, "sample", None))):
+            raise InputError(f"model {name!r} ({type(m).__name__}) is not a raw noise model (it has no nll_per_dim "
+                             "and sample).", "pass Noise Flow or a raw noise baseline (visionflows.noise), e.g. "
+                             "visionflows.create_model('gaussian_noise').")
     if camera_names is None:
         camera_names = getattr(test_set, "camera_names", None)
     cam_names = tuple(str(n) for n in camera_names) if camera_names is not None else None
@@ -321,7 +343,7 @@ def evaluate_noise_models(
             sc = scorers[name]
             nll[name].append(sc.nll(noise))
             samples = sc.sample(idx, gen)
-            kl[name].extend(math.nan if s is None else marginal_kl(r, s) for r, s in zip(reals, samples))
+            kl[name].extend(_kl_or_nan(r, s) for r, s in zip(reals, samples))
             for j, sample in enumerate(samples):
                 if sample is None:
                     continue

@@ -31,7 +31,7 @@ class SRGBNoiseModel(FlowModel):
                  isos: Sequence[int] = ()) -> None:
         super().__init__(transform, prior)
         self.cameras = [str(c).lower() for c in cameras]
-        self.isos = [int(i) for i in isos]
+        self.isos = [as_iso(i) for i in isos]
         self._cam_index = {c: i + 1 for i, c in enumerate(self.cameras)}
         self._iso_index = {v: i + 1 for i, v in enumerate(self.isos)}
 

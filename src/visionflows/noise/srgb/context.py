@@ -94,8 +94,16 @@ def as_list(v: Any, b: int, name: str) -> list:
     return v
 
 
+def _tensors(fn: Any, **values: Any) -> None:
+    for name, v in values.items():
+        if not isinstance(v, Tensor):
+            raise InputError(f"{fn.__name__}: {name} must be a torch.Tensor, got {type(v).__name__}.",
+                             "convert it with torch.as_tensor (8-bit images as uint8 [B, 3, H, W]).")
+
+
 def dequantize_noise(noisy: Tensor, clean: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Dequantised noise in 8-bit levels, ``n = x − y + u − ½``, ``u ~ U[0, 1)`` (uint8 inputs ``[B, 3, H, W]``)."""
+    _tensors(dequantize_noise, noisy=noisy, clean=clean)
     if noisy.shape != clean.shape:
         raise InputError(f"noisy {tuple(noisy.shape)} and clean {tuple(clean.shape)} differ in shape.",
                          "pass aligned pairs of the same size.")
@@ -105,6 +113,7 @@ def dequantize_noise(noisy: Tensor, clean: Tensor, generator: torch.Generator | 
 
 def quantize_noisy(clean: Tensor, noise: Tensor) -> Tensor:
     """8-bit noisy image ``clip(round(y + n), 0, 255)`` (uint8) for clean ``y`` (uint8, or float in [0, 1])."""
+    _tensors(quantize_noisy, clean=clean, noise=noise)
     y = clean.float() if clean.dtype == torch.uint8 else clean * 255.0
     return torch.clamp(torch.round(y + noise), 0, 255).to(torch.uint8)
 
