@@ -377,3 +377,13 @@ def test_srgb_helpers_refuse_arrays_and_bad_vocabularies() -> None:
     _raises(lambda: dequantize_noise(u8, u8), "noisy must be a torch.Tensor")  # was: AttributeError
     _raises(lambda: quantize_noisy(u8, np.zeros((1, 3, 4, 4))), "clean must be a torch.Tensor")
     _raises(lambda: SRGBNoiseFlow(isos=["abc"]), "ISO 'abc'")  # was: 'invalid literal for int()'
+
+
+def test_a_model_file_whose_header_length_looks_like_a_pickle_still_loads(tmp_path) -> None:
+    model = _glow()
+    for k in range(256):  # pad the metadata until the header length's low byte is 0x80 (a pickle's first byte)
+        path = visionflows.save_model(model, tmp_path / "g.safetensors", extra={"pad": "x" * k})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    assert type(visionflows.load_model(path)) is type(model)

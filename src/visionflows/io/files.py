@@ -128,16 +128,17 @@ def read_model_file(
     except OSError as err:
         raise CheckpointError(f"cannot read model file {path}: {err.strerror or err}.",
                               "check the file's permissions, or copy it somewhere readable.") from err
-    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":  # a torch.save zip archive or a raw pickle
-        raise CheckpointError(
-            f"{path} is a torch.save / pickle file (e.g. a plain state dict), not a visionflows model file.",
-            "rebuild the model and save it in the versioned format: model = visionflows.create_model(name, ...); "
-            "model.load_state_dict(torch.load(path)); visionflows.save_model(model, 'model.safetensors').")
     try:
         state = load(data)
         header_len = int.from_bytes(data[:8], "little")
         meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
     except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as err:
+        if data[:4] == b"PK\x03\x04" or data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+            raise CheckpointError(  # a torch.save zip archive or a raw pickle: no safetensors header
+                f"{path} is a torch.save / pickle file (e.g. a plain state dict), not a visionflows model file.",
+                "rebuild the model and save it in the versioned format: model = visionflows.create_model(name, "
+                "...); model.load_state_dict(torch.load(path)); visionflows.save_model(model, "
+                "'model.safetensors').") from None
         raise CheckpointError(
             f"{path} is not a readable visionflows model file ({err}).",
             "the file is corrupt or truncated: re-export it or use an earlier checkpoint.",
