@@ -387,3 +387,10 @@ def test_a_model_file_whose_header_length_looks_like_a_pickle_still_loads(tmp_pa
             break
     assert path.read_bytes()[:1] == b"\x80"
     assert type(visionflows.load_model(path)) is type(model)
+
+
+@pytest.mark.parametrize("name", ["glow", "waveletflow_tiny_8"])
+def test_image_models_check_the_dequantisation_generator(name) -> None:
+    model = _glow() if name == "glow" else visionflows.create_model(name).eval()
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    _raises(lambda: model.log_prob(images, generator="seed"), "generator must be a torch.Generator")

@@ -58,6 +58,9 @@ def dequantize(images: Tensor, generator: torch.Generator | None = None, noise: 
     With ``noise=False`` the bin centre ``u = 0.5`` is used. The noise is drawn on the CPU from ``generator`` (so
     results do not depend on the device) and moved to the images' device.
     """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InputError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.",
+                         "pass generator=torch.Generator().manual_seed(seed).")
     k = images.float() if not images.is_floating_point() else images
     if noise:
         u = torch.rand(tuple(k.shape), generator=generator, dtype=torch.float32).to(k.device, k.dtype)
