@@ -394,3 +394,20 @@ def test_image_models_check_the_dequantisation_generator(name) -> None:
     model = _glow() if name == "glow" else visionflows.create_model(name).eval()
     images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
     _raises(lambda: model.log_prob(images, generator="seed"), "generator must be a torch.Generator")
+
+
+def test_noise_baselines_and_adaptation_check_their_settings() -> None:
+    from visionflows.errors import ConfigError
+    from visionflows.noise import GaussianNoise
+    from visionflows.noise.adapt import adapt_camera
+    from visionflows.noise.srgb import SRGBGaussianNoise, SRGBHeteroscedasticNoise
+
+    _raises(lambda: GaussianNoise(variance=-1.0), "variance must be a finite number > 0")  # was: NaN NLLs
+    _raises(lambda: GaussianNoise(variance=float("nan")), "variance must be a finite number > 0")
+    _raises(lambda: SRGBGaussianNoise.fit(torch.zeros(0)), "at least 2 noise values")
+    _raises(lambda: SRGBHeteroscedasticNoise.fit(torch.zeros(2, 3, 4, 4), torch.rand(2, 3, 5, 5)), "differ in shape")
+    noise, clean = _noise_inputs(4)
+    model = visionflows.create_model("noiseflow")
+    _raises(lambda: adapt_camera(model, "new", noise, clean, 100, steps=-1), "steps must be an integer", ConfigError)
+    _raises(lambda: adapt_camera(model, "new", noise, clean, 100, lr=float("nan")), "lr must be", ConfigError)
+    _raises(lambda: adapt_camera(model, "new", noise.numpy(), clean, 100), "must be tensors")

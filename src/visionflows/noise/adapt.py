@@ -26,6 +26,7 @@ from visionflows.noise.baselines import _fit_pair
 from visionflows.noise.context import NoiseContext
 from visionflows.noise.layers import SignalDependentLayer
 from visionflows.noise.model import NoiseFlow
+from visionflows.validation import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check_number
 
 __all__ = ["add_camera", "adapt_camera", "fit_measured_params", "camera_parameter_count"]
 
@@ -87,6 +88,12 @@ def adapt_camera(model: NoiseFlow, name: str, noise: Tensor, clean: Tensor, iso:
 
     ``info``: ``{"camera", "index", "parameters", "nll_before", "nll_after"}`` (nats/dim on the given patches).
     """
+    if not isinstance(noise, Tensor) or not isinstance(clean, Tensor):
+        raise InputError(f"adaptation data must be tensors, got {type(noise).__name__} and {type(clean).__name__}.",
+                         "convert them with torch.as_tensor.")
+    check_number(steps, "steps", NON_NEGATIVE_INT)
+    check_number(batch_size, "batch_size", POSITIVE_INT)
+    check_number(lr, "lr", POSITIVE)
     if noise.shape != clean.shape or noise.dim() != 4 or noise.shape[0] == 0:
         raise InputError(f"adaptation data must be noise and clean [N, 4, H, W] of one shape, got "
                          f"{tuple(noise.shape)} and {tuple(clean.shape)}.", "give at least one pair of patches.")

@@ -65,8 +65,15 @@ class GaussianNoise(GaussianNoiseModel):
     num_cameras = None  # and the camera
 
     def __init__(self, variance: float = 1e-4) -> None:
+        try:
+            v = float(variance)
+        except (TypeError, ValueError):
+            v = math.nan
+        if isinstance(variance, bool) or not math.isfinite(v) or v <= 0:
+            raise InputError(f"variance must be a finite number > 0 (normalised raw units²), got {variance!r}.",
+                             "fit it on training noise with GaussianNoise().fit(noise), or pass e.g. 1e-4.")
         super().__init__()
-        self.register_buffer("variance", torch.tensor(float(variance), dtype=torch.float64))
+        self.register_buffer("variance", torch.tensor(v, dtype=torch.float64))
 
     def model_config(self) -> dict[str, Any]:
         return {}  # the variance is a buffer, saved with the weights

@@ -32,6 +32,13 @@ def _positive(v: Any, name: str) -> None:
                          "fit the baseline on training noise (the class's fit method) or pass a positive value.")
 
 
+def _check_fit_noise(noise: Any) -> None:
+    if not isinstance(noise, Tensor) or noise.numel() < 2:
+        raise InputError("fit needs a tensor with at least 2 noise values.", "pass the training noise (8-bit levels).")
+    if not bool(torch.isfinite(noise).all()):
+        raise InputError("training noise contains NaN/Inf.", "clean the data first.")
+
+
 class SRGBGaussianNoise(SRGBNoiseModel):
     """Baseline: i.i.d. zero-mean Gaussian noise with one variance (DN²), fitted as the unbiased sample variance
     of all training noise values (dequantised)."""
@@ -45,6 +52,7 @@ class SRGBGaussianNoise(SRGBNoiseModel):
 
     @classmethod
     def fit(cls, noise: Tensor) -> SRGBGaussianNoise:
+        _check_fit_noise(noise)
         return cls(float(noise.double().var()))
 
     def model_config(self) -> dict[str, Any]:
@@ -79,7 +87,11 @@ class SRGBHeteroscedasticNoise(SRGBGaussianNoise):
     def fit(cls, noise: Tensor, clean: Tensor | None = None) -> SRGBHeteroscedasticNoise:  # type: ignore[override]
         if clean is None:
             raise InputError("the heteroscedastic baseline needs the clean images to fit.", "pass clean.")
+        _check_fit_noise(noise)
         clean = as_clean(clean).double()
+        if tuple(noise.shape) != tuple(clean.shape):
+            raise InputError(f"noise {tuple(noise.shape)} and clean {tuple(clean.shape)} differ in shape.",
+                             "pass the noise and clean images of the same pairs, [B, 3, H, W] each.")
         n2 = noise.double() ** 2
         a, b = [], []
         for c in range(3):
