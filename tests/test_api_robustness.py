@@ -411,3 +411,23 @@ def test_noise_baselines_and_adaptation_check_their_settings() -> None:
     _raises(lambda: adapt_camera(model, "new", noise, clean, 100, steps=-1), "steps must be an integer", ConfigError)
     _raises(lambda: adapt_camera(model, "new", noise, clean, 100, lr=float("nan")), "lr must be", ConfigError)
     _raises(lambda: adapt_camera(model, "new", noise.numpy(), clean, 100), "must be tensors")
+
+
+def test_saved_camera_nlf_passes_the_cli_model_check(tmp_path):
+    """The camera NLF table marks missing (camera, ISO) pairs with NaN: a saved one is a valid model file, while a
+    NaN in a tensor without that meaning is still refused."""
+    from visionflows import create_model
+    from visionflows.errors import CheckpointError
+    from visionflows.io import save_model
+    from visionflows.validation import check_model_file
+
+    nlf = create_model("camera_nlf")
+    assert torch.isnan(nlf.table).any()
+    save_model(nlf, tmp_path / "nlf.safetensors")
+    assert check_model_file(tmp_path / "nlf.safetensors", "--model")["kind"] == "camera_nlf"
+    gauss = create_model("gaussian_noise")
+    with torch.no_grad():
+        gauss.variance.fill_(float("nan"))
+    save_model(gauss, tmp_path / "g.safetensors")
+    with pytest.raises(CheckpointError, match="NaN/Inf"):
+        check_model_file(tmp_path / "g.safetensors", "--model")

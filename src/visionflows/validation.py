@@ -278,10 +278,20 @@ def check_model_file(
         wanted = " or ".join(describe_family(f) for f in families)
         raise CheckpointError(f"{flag} {p} holds a {kind!r} model ({describe_family(family)}), not {wanted}.",
                               fix or f"pass {wanted} model file.")
-    bad = _non_finite(state)
+    bad = [name for name in _non_finite(state) if not _nan_sentinel(kind, name)]
     if bad:
         _raise_non_finite(f"{flag} {p}", bad, len(state))
     return meta
+
+
+def _nan_sentinel(kind: Any, name: str) -> bool:
+    """Whether tensor ``name`` of a ``kind`` model may hold NaN by design (its class's ``nan_sentinel_tensors``,
+    e.g. the camera NLF table's missing camera/ISO pairs)."""
+    from visionflows.registry import _KINDS, _load_families
+
+    _load_families()
+    names = getattr(_KINDS.get(kind), "nan_sentinel_tensors", ())
+    return any(name == s or name.endswith("." + s) for s in names)
 
 
 # ------------------------------------------------------------------------------------------------ paths

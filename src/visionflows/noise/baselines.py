@@ -119,6 +119,8 @@ class _PairTable(GaussianNoiseModel):
 
     #: the ISO levels of the table's second axis
     table_isos: tuple[int, ...] = ISOS
+    #: saved tensors in which NaN marks a missing entry, not damage (``check_model_file`` accepts them)
+    nan_sentinel_tensors: tuple[str, ...] = ("table",)
 
     def _betas(self, ctx: NoiseContext) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
