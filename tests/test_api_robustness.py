@@ -431,3 +431,11 @@ def test_saved_camera_nlf_passes_the_cli_model_check(tmp_path):
     save_model(gauss, tmp_path / "g.safetensors")
     with pytest.raises(CheckpointError, match="NaN/Inf"):
         check_model_file(tmp_path / "g.safetensors", "--model")
+
+
+@pytest.mark.parametrize("name", ["noiseflow", "glow", "waveletflow_level", "camera_nlf", "dncnn_raw"])
+def test_create_model_unknown_override_lists_the_accepted_ones(name):
+    from visionflows.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown override 'bogus'.*it takes: \w+"):
+        visionflows.create_model(name, bogus=1)

@@ -22,6 +22,8 @@ import difflib
 import fnmatch
 import importlib
 import importlib.metadata
+import inspect
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -172,8 +174,27 @@ def _resolve(name: str, family: str | None = None) -> ModelInfo:
 
 
 def create_model(name: str, family: str | None = None, **overrides: Any) -> nn.Module:
-    """A freshly initialised model of preset ``name`` (``overrides`` go to the preset function)."""
-    return _resolve(name, family).fn(**overrides)
+    """A freshly initialised model of preset ``name`` (``overrides`` go to the preset function); an override the
+    preset does not take is a :class:`~visionflows.errors.ConfigError` listing the ones it does."""
+    info = _resolve(name, family)
+    try:
+        return info.fn(**overrides)
+    except TypeError as err:
+        m = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if m is None or m.group(1) not in overrides:
+            raise
+        accepted = _keywords(info.fn) or _keywords(info.cls.__init__)
+        listed = f"it takes: {', '.join(accepted)}." if accepted else f"see help(visionflows.model_info({name!r}).cls)."
+        raise ConfigError(f"create_model({name!r}): unknown override {m.group(1)!r}.", listed) from None
+
+
+def _keywords(fn: Callable[..., Any]) -> list[str]:
+    """The named keyword parameters of ``fn`` (empty when it only takes ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def list_models(pattern: str | None = None, family: str | None = None) -> list[str]:
