@@ -439,3 +439,18 @@ def test_create_model_unknown_override_lists_the_accepted_ones(name):
 
     with pytest.raises(ConfigError, match=r"unknown override 'bogus'.*it takes: \w+"):
         visionflows.create_model(name, bogus=1)
+
+
+def test_camera_nlf_takes_any_iso_with_measured_parameters():
+    """A zoo camera's profile fixes the noise at any ISO (e.g. 200 or 6400, which SIDD lacks); without measured
+    parameters the SIDD table answers, and a pair it lacks is refused naming the pairs it has."""
+    from visionflows.errors import InputError
+
+    nlf_model = visionflows.create_model("camera_nlf").eval()
+    clean = torch.rand(2, 4, 8, 8)
+    nlf = torch.tensor([[[2e-4, 1e-6]] * 4] * 2, dtype=torch.float64)
+    for iso in (200, 6400):
+        noise = nlf_model.sample(clean, iso, 0, nlf=nlf, generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(noise).all() and noise.std() > 0
+    with pytest.raises(InputError, match="no entry for camera S6 at ISO 200.*S6/100"):
+        nlf_model.nll_per_dim(torch.zeros_like(clean), clean, 200, "S6")

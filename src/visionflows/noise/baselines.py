@@ -169,6 +169,7 @@ class CameraNLF(_PairTable):
     kind = "camera_nlf"
     uses_metadata_nlf = True
     num_cameras = None  # with per-sample metadata the camera does not matter; the table checks its own rows
+    continuous_iso = True  # likewise the ISO: any ISO with measured parameters; without, the table's own rows
 
     def __init__(self, table: dict[tuple[str, int], tuple[float, float]] | None = None) -> None:
         super().__init__()
