@@ -198,3 +198,32 @@ def test_simulate_command(profiles_file, tmp_path, capsys) -> None:
     assert "unknown sensor effect" in _err(capsys)
     assert main([*base[:5], "1234", *base[6:], "--camera", "Fujifilm X-T2"]) == 2
     assert "ISO 1234" in _err(capsys)
+
+
+@pytest.mark.slow
+def test_every_profile_simulates_samples_and_scores(zoo):
+    """Every camera/ISO of the real profile file (6,316): the simulator with all sensor effects, the camera NLF
+    and an (untrained) noiseflow_nlf sample finite noise and score it to a finite NLL."""
+    import torch
+
+    from visionflows import create_model
+    from visionflows.cameras.physics import physics_from_names
+
+    torch.manual_seed(0)
+    flow, nlf_model = create_model("noiseflow_nlf").eval(), create_model("camera_nlf").eval()
+    clean = torch.rand(1, 4, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    physics = physics_from_names("all")
+    n = 0
+    for cam in zoo:
+        for iso in cam.isos:
+            params = cam.sensor_params(iso)
+            noisy = SensorSimulator(params, physics).simulate(clean[0].numpy(), np.random.default_rng(n))
+            assert np.isfinite(noisy).all(), (cam.name, iso)
+            nlf = torch.from_numpy(params.nlf())[None]
+            with torch.no_grad():
+                for model in (flow, nlf_model):
+                    noise = model.sample(clean.float(), iso, 0, nlf=nlf, generator=torch.Generator().manual_seed(n))
+                    nll = model.nll_per_dim(noise, clean.float(), iso, 0, nlf=nlf)
+                    assert torch.isfinite(noise).all() and torch.isfinite(nll).all(), (cam.name, iso, model.kind)
+            n += 1
+    assert n == zoo.n_profiles == 6316
