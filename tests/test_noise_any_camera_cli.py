@@ -149,6 +149,17 @@ def test_sample_a_zoo_camera_from_its_profile(profiles, models, clean, tmp_path,
     assert np.allclose(np.load(tmp_path / "n.npy"), (y + ref).clamp(0, 1)[0].numpy(), atol=1e-6)
 
 
+def test_sample_a_zoo_camera_with_a_saved_camera_nlf(profiles, clean, tmp_path, capsys) -> None:
+    """The camera NLF baseline saved to a file (its table marks SIDD's missing pairs with NaN) takes a zoo
+    camera's profile at an ISO SIDD does not have."""
+    path = tmp_path / "camera_nlf.safetensors"
+    visionflows.save_model(visionflows.create_model("camera_nlf"), path)
+    assert _sample(path, clean, tmp_path, "--camera", "Acme Cam 2", "--iso", "3200", profiles=profiles) == 0
+    info = json.loads(capsys.readouterr().out)
+    want = load_darktable_profiles(profiles).camera("Acme Cam 2").sensor_params(3200).nlf()
+    assert np.allclose(info["nlf"], want) and info["noise_std"] > 0
+
+
 def test_sample_with_explicit_or_registered_parameters(models, clean, tmp_path, capsys) -> None:
     assert _sample(models["nlf"], clean, tmp_path, "--iso", "800", "--nlf-params", "2e-4,1e-6") == 0
     info = json.loads(capsys.readouterr().out)
