@@ -124,7 +124,7 @@ def check_bijector(case: BijectorCase, perturb: float = 0.1, seed: int = 0) -> d
     sign, logabsdet = torch.linalg.slogdet(jac.detach())
     if sign == 0:
         _fail(name, "the Jacobian is singular")
-    report["logdet_vs_jacobian"] = abs(float(logabsdet) - float(ld64.sum()))
+    report["logdet_vs_jacobian"] = abs(float(logabsdet) - float(ld64.detach().sum()))
     if report["logdet_vs_jacobian"] > 1e-8 * max(1.0, abs(float(logabsdet))):
         _fail(
             name,
