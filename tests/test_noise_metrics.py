@@ -70,3 +70,18 @@ def test_unscorable_pairs_are_nan_not_fatal():
     s = res.summary()
     assert s["overall"]["NLF"]["n_patches"] == 0 and math.isnan(s["overall"]["NLF"]["nll"])
     assert s["overall"]["G"]["n_patches"] == 12
+
+
+def test_format_table_keeps_long_model_names_whole():
+    from visionflows.noise.evaluate import format_table
+
+    names = ["Gaussian", "Heteroscedastic (fitted)", "runs/a-long-noise-flow-run-name"]
+    r = {"nll": -4.0, "kl": 0.01, "n_patches": 8}
+    summary = {"overall": {m: r for m in names}, "per_camera": {"Canon EOS 1000D": {m: r for m in names}},
+               "per_iso": {800: {m: r for m in names}}, "n_patches": 8, "values_per_patch": 4096,
+               "n_kl_patches": 2, "n_batches": 1}
+    text = format_table(summary)
+    per_camera = text.split("per camera\n")[1].splitlines()
+    for m in names:
+        assert m in per_camera[0]
+    assert len(per_camera[1]) == len(per_camera[0])  # the cells line up with their headers

@@ -43,12 +43,13 @@ def format_table(summary: dict[str, Any], title: str = "Noise model evaluation")
     for m in models:
         r = summary["overall"][m]
         lines.append(f"{m:<{w}}{_fmt(r['nll']):>16}{_fmt(r['kl']):>10}{r['n_patches']:>10}")
+    cw = [max(20, len(m)) + 4 for m in models]  # a column per model, wide enough for its full name
     for scope, label in (("per_camera", "camera"), ("per_iso", "ISO")):
         gw = max(8, *(len(str(g)) + 2 for g in summary[scope]), len(label) + 2)  # zoo camera names are long
         lines += ["", f"NLL (nats/dim) / KL per {label}"]
-        lines.append(f"{label:<{gw}}" + "".join(f"{m[:20]:>24}" for m in models))
+        lines.append(f"{label:<{gw}}" + "".join(f"{m:>{c}}" for m, c in zip(models, cw)))
         for group, res in summary[scope].items():
-            cells = "".join(f"{_fmt(res[m]['nll']) + ' / ' + _fmt(res[m]['kl']):>24}" for m in models)
+            cells = "".join(f"{_fmt(res[m]['nll']) + ' / ' + _fmt(res[m]['kl']):>{c}}" for m, c in zip(models, cw))
             lines.append(f"{group:<{gw}}{cells}")
     return "\n".join(lines) + "\n"
 
