@@ -238,7 +238,7 @@ class NoiseContext:
                     "pass noise and clean patches of the same [B, 4, H, W] shape.",
                 )
             # one reduction instead of an elementwise mask: a NaN/Inf anywhere makes the sum non-finite
-            if not math.isfinite(float(noise.sum())) and not torch.isfinite(noise).all():
+            if not math.isfinite(float(noise.detach().sum())) and not torch.isfinite(noise).all():
                 raise InputError(f"noise contains {int((~torch.isfinite(noise)).sum())} NaN/Inf value(s).",
                                  "clean the data first (SIDD: NaN -> 0).")
         check_raw_values(clean)
