@@ -287,10 +287,12 @@ def check_model_file(
 def _nan_sentinel(kind: Any, name: str) -> bool:
     """Whether tensor ``name`` of a ``kind`` model may hold NaN by design (its class's ``nan_sentinel_tensors``,
     e.g. the camera NLF table's missing camera/ISO pairs)."""
-    from visionflows.registry import _KINDS, _load_families
+    from visionflows.registry import kind_class
 
-    _load_families()
-    names = getattr(_KINDS.get(kind), "nan_sentinel_tensors", ())
+    try:
+        names = getattr(kind_class(str(kind)), "nan_sentinel_tensors", ())
+    except ConfigError:  # unknown kind: no sentinels
+        names = ()
     return any(name == s or name.endswith("." + s) for s in names)
 
 

@@ -23,7 +23,7 @@ from visionflows.cameras import CAMERAS, ISOS
 from visionflows.errors import InputError
 from visionflows.flows import Bijector, FlowModel
 from visionflows.flows.model import check_generator, check_temperature
-from visionflows.noise.context import NoiseContext, check_raw_values
+from visionflows.noise.context import NoiseContext, check_index_tensor, check_raw_values
 
 __all__ = ["NoiseModel", "resolve_context"]
 
@@ -68,11 +68,7 @@ def _recheck_context(ctx: NoiseContext, noise: Tensor | None, isos: tuple[int, .
         raise InputError(f"the context holds no samples (clean shape {tuple(clean.shape)}).",
                          "pass a batch of at least one patch.")
     for name in ("iso", "camera"):
-        t = getattr(ctx, name)
-        if not isinstance(t, Tensor) or t.dim() != 1 or t.shape[0] != b or t.is_floating_point() or \
-                t.dtype == torch.bool:
-            got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
-            raise InputError(f"context.{name} must be an integer tensor [{b}] (one per sample), got {got}.", fix)
+        check_index_tensor(getattr(ctx, name), f"context.{name}", b, fix)
     if noise is not None:
         if not noise.is_floating_point():
             raise InputError(f"noise must be floating point (noisy − clean), got dtype {noise.dtype}.",

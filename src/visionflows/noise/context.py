@@ -17,7 +17,16 @@ from torch import Tensor
 from visionflows.cameras import CAMERAS, ISOS, camera_index
 from visionflows.errors import InputError
 
-__all__ = ["NoiseContext", "as_iso_tensor", "as_camera_tensor", "check_raw_values"]
+__all__ = ["NoiseContext", "as_iso_tensor", "as_camera_tensor", "check_raw_values", "check_index_tensor"]
+
+
+def check_index_tensor(t: object, name: str, batch: int, fix: str, per: str = "sample") -> None:
+    """InputError unless ``t`` is an integer (not bool) tensor ``[batch]``: a context's per-sample ISO, camera or
+    vocabulary index; ``name`` and ``per`` word the message, ``fix`` says how to build a valid context."""
+    if not isinstance(t, Tensor) or t.dim() != 1 or t.shape[0] != batch or t.is_floating_point() or \
+            t.dtype == torch.bool:
+        got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
+        raise InputError(f"{name} must be an integer tensor [{batch}] (one per {per}), got {got}.", fix)
 
 
 def check_raw_values(values: Tensor, source: str | None = None, what: str = "clean", margin: float = 0.0) -> None:

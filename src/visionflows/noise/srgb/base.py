@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from visionflows.errors import InputError
 from visionflows.flows import Bijector, FlowModel
 from visionflows.flows.model import check_generator, check_temperature
+from visionflows.noise.context import check_index_tensor
 from visionflows.noise.srgb.context import SRGBContext, as_clean, as_iso, as_list
 
 __all__ = ["SRGBNoiseModel"]
@@ -80,11 +81,7 @@ class SRGBNoiseModel(FlowModel):
             raise InputError(f"the context holds no pixels (clean shape {tuple(clean.shape)}).",
                              "pass at least one image of at least 1×1.")
         for name in ("iso_idx", "cam_idx"):
-            t = getattr(ctx, name)
-            if not isinstance(t, Tensor) or t.dim() != 1 or t.shape[0] != b or t.is_floating_point() or \
-                    t.dtype == torch.bool:
-                got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
-                raise InputError(f"context.{name} must be an integer tensor [{b}] (one per image), got {got}.", fix)
+            check_index_tensor(getattr(ctx, name), f"context.{name}", b, fix, per="image")
         f32 = {"dtype": torch.float32, "device": clean.device}
         lo, hi, i_lo, i_hi, c_lo, c_hi = torch.stack([
             clean.amin().to(**f32), clean.amax().to(**f32), ctx.iso_idx.min().to(**f32),
