@@ -53,7 +53,7 @@ class SRGBGaussianNoise(SRGBNoiseModel):
     @classmethod
     def fit(cls, noise: Tensor) -> SRGBGaussianNoise:
         _check_fit_noise(noise)
-        return cls(float(noise.double().var()))
+        return cls(float(noise.detach().double().var()))
 
     def model_config(self) -> dict[str, Any]:
         return {"variance": float(self.variance)}

@@ -65,7 +65,7 @@ def as_clean(clean: Tensor | np.ndarray) -> Tensor:
                          "pass at least one image of at least 1×1.")
     if not clean.is_floating_point() or not torch.isfinite(clean).all():
         raise InputError("clean must be finite floating point in [0, 1] (or uint8).", "divide 8-bit values by 255.")
-    lo, hi = float(clean.min()), float(clean.max())
+    lo, hi = float(clean.detach().min()), float(clean.detach().max())
     if lo < 0.0 or hi > 1.0:
         raise InputError(f"clean values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}].", "divide 8-bit values by 255.")
     return clean
