@@ -38,7 +38,8 @@ from visionflows.errors import InputError
 from visionflows.flows.base import Bijector
 from visionflows.validation import MAX_TEMPERATURE
 
-__all__ = ["FlowModel", "batch_size_of", "check_data", "check_generator", "check_num_samples", "check_temperature"]
+__all__ = ["FlowModel", "batch_size_of", "check_data", "check_generator", "check_image_batch", "check_num_samples",
+           "check_temperature"]
 
 
 
@@ -105,6 +106,17 @@ def check_data(x: Any, name: str = "x", finite: bool = True) -> Tensor:
                          "clean the data first (e.g. torch.nan_to_num) or drop the affected samples.")
     return x
 
+
+
+def check_image_batch(x: Any, channels: int, resolution: int, what: str = "dequantised") -> Tensor:
+    """:func:`check_data`, and ``x`` is ``[B, channels, resolution, resolution]``: the continuous input of an image
+    flow's ``encode`` (``what`` names its scaling in the message)."""
+    check_data(x, "encode's input x")
+    want = (channels, resolution, resolution)
+    if x.dim() != 4 or tuple(x.shape[1:]) != want:
+        raise InputError(f"encode expects {what} images [B, {want[0]}, {want[1]}, {want[2]}], got {tuple(x.shape)}.",
+                         "dequantise pixels first with model.preprocess(images).")
+    return x
 
 class FlowModel(nn.Module):
     """A bijector ``transform`` (data → latent) and a ``prior`` over its latent.

@@ -19,7 +19,7 @@ from visionflows.flows.actnorm import ActNorm
 from visionflows.flows.base import Bijector, Compose
 from visionflows.flows.conv1x1 import LUInvertibleConv1x1
 from visionflows.flows.coupling import AffineCoupling, conv_net_factory
-from visionflows.flows.model import FlowModel, check_data
+from visionflows.flows.model import FlowModel, check_image_batch
 from visionflows.flows.pixels import check_pixels, dequantize, to_pixels
 from visionflows.flows.priors import DiagonalGaussian, FactoredPrior
 from visionflows.flows.reshape import Squeeze
@@ -137,11 +137,7 @@ class Glow(FlowModel):
 
     def encode(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
         """Dequantised images ``[B, C, R, R]`` in ``[−0.5, 0.5)`` → the flat latent ``[B, N]`` and the log-det."""
-        check_data(x, "encode's input x")
-        want = (self.channels, self.resolution, self.resolution)
-        if x.dim() != 4 or tuple(x.shape[1:]) != want:
-            raise InputError(f"encode expects dequantised images [B, {want[0]}, {want[1]}, {want[2]}], got "
-                             f"{tuple(x.shape)}.", "dequantise pixels first with model.preprocess(images).")
+        check_image_batch(x, self.channels, self.resolution, "dequantised")
         return super().encode(x, context)
 
     def log_prob_continuous(self, x: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from visionflows.errors import CheckpointError, InputError
 from visionflows.flows import FactoredPrior, FlowModel, HaarStep
-from visionflows.flows.model import check_data, check_generator, check_num_samples
+from visionflows.flows.model import check_generator, check_image_batch, check_num_samples
 from visionflows.registry import register_model
 from visionflows.wavelet.level import LN2, LN256, WaveletLevel, dequantize, level_dims, to_pixels
 from visionflows.wavelet.pyramid import PyramidTransform, _FlatPrior, check_images, n_levels_for
@@ -178,11 +178,7 @@ class WaveletFlow(FlowModel):
 
     def encode(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
         """Normalised images ``[B, C, 2^n, 2^n]`` → flat latents of every level ``[B, N]`` and the log-det."""
-        check_data(x, "encode's input x")
-        want = (self.channels, self.resolution, self.resolution)
-        if x.dim() != 4 or tuple(x.shape[1:]) != want:
-            raise InputError(f"encode expects normalised images [B, {want[0]}, {want[1]}, {want[2]}], got "
-                             f"{tuple(x.shape)}.", "dequantise pixels first with model.preprocess(images).")
+        check_image_batch(x, self.channels, self.resolution, "normalised")
         return super().encode(x, context)
 
     def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> tuple[Tensor, None]:
